@@ -1,1 +1,3 @@
+pub mod natsd;
+
 pub fn x(){}
