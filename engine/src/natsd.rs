@@ -114,10 +114,7 @@ pub enum NatsdError {
     },
 
     /// The server exited before it was ready.
-    #[error(
-        "nats-server exited before it was ready ({status}){}",
-        format_log_tail(log_tail)
-    )]
+    #[error("nats-server exited before it was ready ({status}){}", format_log_tail(log_tail))]
     ExitedEarly {
         /// How it exited.
         status: ExitStatus,
@@ -247,9 +244,7 @@ fn candidates() -> Vec<PathBuf> {
 fn parse_version(output: &str) -> Option<Version> {
     output.split_whitespace().find_map(|word| {
         let word = word.strip_prefix('v').unwrap_or(word);
-        word.starts_with(|c: char| c.is_ascii_digit())
-            .then(|| Version::parse(word).ok())
-            .flatten()
+        word.starts_with(|c: char| c.is_ascii_digit()).then(|| Version::parse(word).ok()).flatten()
     })
 }
 
@@ -257,10 +252,7 @@ fn check_version(bin: NatsServerBin) -> Result<NatsServerBin, NatsdError> {
     if (bin.version.major, bin.version.minor) >= MIN_VERSION {
         Ok(bin)
     } else {
-        Err(NatsdError::TooOld {
-            path: bin.path,
-            version: bin.version,
-        })
+        Err(NatsdError::TooOld { path: bin.path, version: bin.version })
     }
 }
 
@@ -323,10 +315,8 @@ impl Natsd {
     /// exits before it is ready, [`NatsdError::NotReady`] on timeout, and the errors for creating
     /// the store directory, picking a port or spawning.
     pub async fn start(bin: &NatsServerBin, config: NatsdConfig) -> Result<Natsd, NatsdError> {
-        std::fs::create_dir_all(&config.store_dir).map_err(|source| NatsdError::StoreDir {
-            path: config.store_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.store_dir)
+            .map_err(|source| NatsdError::StoreDir { path: config.store_dir.clone(), source })?;
         let auto_port = config.port == 0;
         let attempts = if auto_port { AUTO_PORT_ATTEMPTS } else { 1 };
         let mut attempt = 1;
@@ -335,11 +325,7 @@ impl Natsd {
             if auto_port {
                 config.port = free_port().map_err(NatsdError::FreePort)?;
             }
-            let mut natsd = Natsd {
-                bin: bin.clone(),
-                child: spawn(bin, &config)?,
-                config,
-            };
+            let mut natsd = Natsd { bin: bin.clone(), child: spawn(bin, &config)?, config };
             match natsd.wait_ready().await {
                 Ok(()) => return Ok(natsd),
                 Err(err @ NatsdError::ExitedEarly { .. }) if attempt < attempts => {
@@ -405,14 +391,11 @@ impl Natsd {
             }
             Err(_elapsed) => {
                 tracing::warn!(port = self.config.port, timeout = ?STOP_TIMEOUT, "nats-server ignored SIGTERM; killing it");
-                self.child
-                    .kill()
-                    .await
-                    .map_err(|source| NatsdError::Process {
-                        action: "kill",
-                        pid,
-                        source,
-                    })
+                self.child.kill().await.map_err(|source| NatsdError::Process {
+                    action: "kill",
+                    pid,
+                    source,
+                })
             }
         }
     }
@@ -449,14 +432,11 @@ impl Natsd {
 
     fn has_exited(&mut self) -> Result<bool, NatsdError> {
         let pid = self.child.id();
-        self.child
-            .try_wait()
-            .map(|status| status.is_some())
-            .map_err(|source| NatsdError::Process {
-                action: "wait for",
-                pid,
-                source,
-            })
+        self.child.try_wait().map(|status| status.is_some()).map_err(|source| NatsdError::Process {
+            action: "wait for",
+            pid,
+            source,
+        })
     }
 
     /// Polls until a client can connect and JetStream answers an account-info request. Each
@@ -504,10 +484,7 @@ impl Natsd {
                     pid: self.child.id(),
                     source,
                 })?;
-                return Err(NatsdError::ExitedEarly {
-                    status,
-                    log_tail: self.log_tail(),
-                });
+                return Err(NatsdError::ExitedEarly { status, log_tail: self.log_tail() });
             }
         }
     }
@@ -551,10 +528,8 @@ fn spawn(bin: &NatsServerBin, config: &NatsdConfig) -> Result<Child, NatsdError>
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    let child = command.spawn().map_err(|source| NatsdError::Spawn {
-        path: bin.path.clone(),
-        source,
-    })?;
+    let child =
+        command.spawn().map_err(|source| NatsdError::Spawn { path: bin.path.clone(), source })?;
     tracing::debug!(path = %bin.path.display(), version = %bin.version, port = config.port, pid = ?child.id(), "spawned nats-server");
     Ok(child)
 }
@@ -589,14 +564,8 @@ mod tests {
 
     #[test]
     fn parses_release_and_prerelease_versions() {
-        assert_eq!(
-            parse_version("nats-server: v2.9.10\n"),
-            Some(Version::new(2, 9, 10))
-        );
-        assert_eq!(
-            parse_version("nats-server: v2.12.8"),
-            Some(Version::new(2, 12, 8))
-        );
+        assert_eq!(parse_version("nats-server: v2.9.10\n"), Some(Version::new(2, 9, 10)));
+        assert_eq!(parse_version("nats-server: v2.12.8"), Some(Version::new(2, 12, 8)));
         assert_eq!(
             parse_version("nats-server: v2.11.0-RC.1").map(|v| v.to_string()),
             Some("2.11.0-RC.1".to_owned())

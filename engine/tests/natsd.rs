@@ -16,9 +16,7 @@ fn server_bin() -> NatsServerBin {
 }
 
 async fn bounded<F: Future>(body: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test exceeded its time limit")
+    tokio::time::timeout(TEST_TIMEOUT, body).await.expect("test exceeded its time limit")
 }
 
 async fn create_orders_stream(context: &jetstream::Context) -> stream::Stream {
@@ -46,10 +44,7 @@ async fn publish(context: &jetstream::Context, subject: &str, payload: &'static 
 #[test]
 fn locate_finds_a_recent_enough_server() {
     let bin = server_bin();
-    assert!(
-        (bin.version.major, bin.version.minor) >= natsd::MIN_VERSION,
-        "{bin:?}"
-    );
+    assert!((bin.version.major, bin.version.minor) >= natsd::MIN_VERSION, "{bin:?}");
     assert!(bin.path.is_file(), "{bin:?}");
     if let Some(from_env) = std::env::var_os(natsd::BIN_ENV) {
         assert_eq!(bin.path, std::path::PathBuf::from(from_env));
@@ -80,9 +75,7 @@ async fn starts_on_a_free_port_and_serves_jetstream() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = dir.path().join("store");
-        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(&store_dir))
-            .await
-            .unwrap();
+        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(&store_dir)).await.unwrap();
         assert_ne!(natsd.port(), 0);
         assert_eq!(natsd.url(), format!("nats://127.0.0.1:{}", natsd.port()));
         assert_eq!(natsd.store_dir(), store_dir);
@@ -106,9 +99,7 @@ async fn starts_on_a_free_port_and_serves_jetstream() {
 async fn restart_keeps_stream_data_on_the_same_port() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path())).await.unwrap();
         let port = natsd.port();
         {
             let context = jetstream::new(async_nats::connect(natsd.url()).await.unwrap());
@@ -124,10 +115,7 @@ async fn restart_keeps_stream_data_on_the_same_port() {
         let context = jetstream::new(async_nats::connect(natsd.url()).await.unwrap());
         let stream = context.get_stream("ORDERS").await.unwrap();
         assert_eq!(stream.get_info().await.unwrap().state.messages, 3);
-        let last = stream
-            .get_last_raw_message_by_subject("orders.created")
-            .await
-            .unwrap();
+        let last = stream.get_last_raw_message_by_subject("orders.created").await.unwrap();
         assert_eq!((last.sequence, &last.payload[..]), (3, &b"c"[..]));
 
         natsd.stop().await.unwrap();
@@ -139,9 +127,7 @@ async fn restart_keeps_stream_data_on_the_same_port() {
 async fn stop_frees_the_port_and_ends_the_process() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path())).await.unwrap();
         natsd.stop().await.unwrap();
 
         TcpListener::bind((Ipv4Addr::LOCALHOST, natsd.port())).expect("port is free after stop");
@@ -156,9 +142,7 @@ async fn stop_frees_the_port_and_ends_the_process() {
 async fn kill_ends_the_process_and_wait_reports_it() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let mut natsd = Natsd::start(&server_bin(), NatsdConfig::new(dir.path())).await.unwrap();
         natsd.kill().await;
         let status = natsd.wait().await.unwrap();
         assert!(!status.success(), "{status}");

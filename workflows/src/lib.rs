@@ -1,1 +1,17 @@
+//! Muster's domain, free of I/O.
+//!
+//! Layout:
+//! - [`workflow`]: the [`Workflow`] trait, the [`RunContext`] a run uses to journal its steps, and
+//!   the [`RunError`] kinds the runtime maps onto JetStream acknowledgements;
+//! - [`event`]: CloudEvent helpers shared by workflows and the runtime;
+//! - [`ping`]: the built-in `ping` workflow, an operator's smoke test.
+//!
+//! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
+//! crate; adapters behind the ports live in `connectors`.
 
+pub mod event;
+pub mod ping;
+pub mod workflow;
+
+pub use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
+pub use workflow::{ErrorKind, RunContext, RunError, StepJournal, StoredStep, Workflow};

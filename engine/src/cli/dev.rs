@@ -1,0 +1,104 @@
+//! `engine dev`: the engine on embedded defaults, with a supervised local nats-server.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use workflows::Workflow;
+
+use crate::config::Config;
+use crate::natsd::{self, Natsd, NatsdConfig};
+use crate::runtime::Engine;
+
+/// Times the local nats-server is restarted after exiting on its own before `engine dev` gives up.
+const MAX_NATS_RESTARTS: u32 = 5;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port of the local nats-server (0 picks a free one).
+    #[arg(long, default_value_t = 4223)]
+    pub nats_port: u16,
+}
+
+pub async fn dev(
+    mut config: Config,
+    workflows: Vec<Arc<dyn Workflow>>,
+    args: DevArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let bin = natsd::locate()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let data_dir = std::path::absolute(&config.data_dir)?;
+    let store_dir = data_dir.join("nats");
+    let log_file = data_dir.join("nats-server.log");
+    let mut server = Natsd::start(
+        &bin,
+        NatsdConfig {
+            port: args.nats_port,
+            log_file: Some(log_file.clone()),
+            ..NatsdConfig::new(&store_dir)
+        },
+    )
+    .await?;
+    config.nats.url = Some(server.url());
+    std::fs::write(config.dev_url_file(), server.url())?;
+    let names: Vec<&str> = workflows.iter().map(|w| w.name()).collect();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "engine".into());
+    let journal = config.journal_dir();
+    let engine = match Engine::start(config.clone(), workflows.clone()).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            server.stop().await?;
+            let _ = std::fs::remove_file(config.dev_url_file());
+            return Err(e.into());
+        }
+    };
+    println!(
+        "Muster dev is running.\n\
+         \x20 NATS       {url} (nats-server {version}, {bin_path})\n\
+         \x20 JetStream  {store}  (log: {log})\n\
+         \x20 journal    {journal}\n\
+         \x20 workflows  {names}\n\
+         \x20 GitHub     plan-only (no credentials)\n\n\
+         In another terminal, from this directory:\n\
+         \x20 {exe} ping\n\
+         \x20 {exe} publish --type muster.ping --source /me --data '{{\"hello\":\"world\"}}'\n\
+         \x20 {exe} runs list\n\n\
+         Ctrl-C drains in-flight runs and stops; a second Ctrl-C exits at once.",
+        url = server.url(),
+        version = bin.version,
+        bin_path = bin.path.display(),
+        store = store_dir.display(),
+        log = log_file.display(),
+        journal = journal.display(),
+        names = names.join(", "),
+    );
+    let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    let mut restarts = 0;
+    let outcome = loop {
+        tokio::select! {
+            result = &mut engine_task => break result.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
+            status = server.wait() => {
+                if shutdown.is_cancelled() {
+                    break (&mut engine_task).await.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into));
+                }
+                restarts += 1;
+                tracing::warn!(?status, restarts, "local nats-server exited; restarting it");
+                if restarts > MAX_NATS_RESTARTS {
+                    shutdown.cancel();
+                    let _ = (&mut engine_task).await;
+                    break Err(anyhow::anyhow!("nats-server keeps exiting; see {}", log_file.display()));
+                }
+                if let Err(e) = server.restart().await {
+                    tracing::error!(error = %e, "cannot restart nats-server");
+                }
+            }
+        }
+    };
+    server.stop().await?;
+    let _ = std::fs::remove_file(config.dev_url_file());
+    outcome.map(|()| ExitCode::SUCCESS)
+}

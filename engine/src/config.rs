@@ -1,0 +1,333 @@
+//! The engine's one typed configuration, loaded in layers: defaults → TOML file → `MUSTER_*`
+//! environment → command-line flags, then validated.
+//!
+//! Environment variables name a key path with `__` between sections: `MUSTER_STREAMS__REPLICAS`,
+//! `MUSTER_NATS__PREFIX`, `MUSTER_RUNTIME__MAX_ATTEMPTS`. Secrets (NATS password, nkey seed) come only
+//! from the environment or files and are masked in `Debug` and in `engine config check`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// `MUSTER_*` variables read by the command line (or by connectors) rather than as key paths.
+const FLAG_VARIABLES: &[&str] =
+    &["config", "nats_url", "data_dir", "log", "github_token", "github_webhook_secret"];
+
+/// A secret string: readable by code, printed as `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Local state: the sled journal, and for `engine dev` the nats-server store.
+    pub data_dir: PathBuf,
+    pub nats: NatsConfig,
+    pub streams: StreamsConfig,
+    pub runtime: RuntimeConfig,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("muster-data"),
+            nats: NatsConfig::default(),
+            streams: StreamsConfig::default(),
+            runtime: RuntimeConfig::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated. Unset: the URL that a running `engine dev` wrote into the
+    /// data dir, else `nats://127.0.0.1:4222`.
+    pub url: Option<String>,
+    /// Prefix of every subject and stream Muster uses (`<prefix>.events.>`, `<PREFIX>_EVENTS`).
+    pub prefix: String,
+    /// Connection name shown in the server's monitoring.
+    pub name: String,
+    pub creds_file: Option<PathBuf>,
+    /// File holding an nkey seed (`SU...`).
+    pub nkey_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Timeout of one JetStream API request or publish acknowledgement.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "muster".into(),
+            name: "muster-engine".into(),
+            creds_file: None,
+            nkey_file: None,
+            user: None,
+            password: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Stream replicas: 1 on one server, 3 on a production cluster.
+    pub replicas: usize,
+    /// How long events stay in the events stream (also the audit log of what happened).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How long dead letters stay in the DLQ stream.
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    /// JetStream's window for dropping a re-published event with the same source and id.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// Largest event (headers and body) the runtime accepts; larger ones go to the DLQ.
+    pub max_event_bytes: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            max_event_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Runs of one workflow in flight at once in this engine (also the consumer's MaxAckPending).
+    pub concurrency: usize,
+    /// How long JetStream waits for an answer before redelivering; runs send progress
+    /// heartbeats at a third of it.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Attempts of a run before it fails into the DLQ.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt up to `backoff-max`, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight runs may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// How long finished runs stay in the journal.
+    #[serde(with = "humantime_serde")]
+    pub journal_retention: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            ack_wait: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            grace_period: Duration::from_secs(30),
+            journal_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A configuration that failed to load or validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then `MUSTER_*` variables, then `overrides`
+    /// (the command line's values, as a partial TOML-shaped tree), and validates the result.
+    ///
+    /// # Errors
+    /// A missing file, a value of the wrong type, an unknown key, or a failed validation.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path: path.to_owned() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("MUSTER_").filter_map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            (!FLAG_VARIABLES.contains(&key.as_str()))
+                .then(|| key.replace("__", ".").replace('_', "-").into())
+        });
+        let config: Config = figment
+            .merge(env)
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    ///
+    /// # Errors
+    /// The first invalid setting, named by its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        let prefix = &self.nats.prefix;
+        if prefix.is_empty()
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid("nats.prefix must be one NATS token of letters, digits, - or _");
+        }
+        if self.runtime.concurrency == 0 {
+            return invalid("runtime.concurrency must be at least 1");
+        }
+        if self.runtime.max_attempts == 0 {
+            return invalid("runtime.max-attempts must be at least 1");
+        }
+        if self.runtime.ack_wait < Duration::from_secs(1) {
+            return invalid("runtime.ack-wait must be at least 1s");
+        }
+        if self.runtime.backoff_initial > self.runtime.backoff_max {
+            return invalid("runtime.backoff-initial must not exceed runtime.backoff-max");
+        }
+        if self.streams.replicas == 0 || self.streams.replicas > 5 {
+            return invalid("streams.replicas must be between 1 and 5");
+        }
+        if self.streams.max_event_bytes < 1024 {
+            return invalid("streams.max-event-bytes must be at least 1024");
+        }
+        if self.nats.user.is_some() != self.nats.password.is_some() {
+            return invalid("nats.user and nats.password go together");
+        }
+        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+            return invalid("nats.tls-cert-file and nats.tls-key-file go together");
+        }
+        Ok(())
+    }
+
+    /// The NATS URL to use: configured, else the one a running `engine dev` recorded in the
+    /// data dir, else the NATS default.
+    pub fn nats_url(&self) -> String {
+        if let Some(url) = &self.nats.url {
+            return url.clone();
+        }
+        std::fs::read_to_string(self.dev_url_file())
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
+    }
+
+    /// Where `engine dev` records the URL of the nats-server it supervises.
+    pub fn dev_url_file(&self) -> PathBuf {
+        self.data_dir.join("dev-nats.url")
+    }
+
+    /// The sled journal's directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("engine.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/var/lib/muster\"\n[runtime]\nmax-attempts = 9\nack-wait = \"45s\"\n",
+        )
+        .unwrap();
+        let flags = Figment::new().merge(Serialized::default("runtime.max-attempts", 3));
+        let config = Config::load(Some(&file), flags).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/muster"));
+        assert_eq!(config.runtime.ack_wait, Duration::from_secs(45));
+        assert_eq!(config.runtime.max_attempts, 3, "flags win over the file");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("engine.toml");
+        std::fs::write(&file, "[runtime]\nmax-atempts = 9\n").unwrap();
+        let err = Config::load(Some(&file), Figment::new()).unwrap_err().to_string();
+        assert!(err.contains("max-atempts"), "{err}");
+
+        std::fs::write(&file, "[runtime]\nconcurrency = 0\n").unwrap();
+        let err = Config::load(Some(&file), Figment::new()).unwrap_err().to_string();
+        assert!(err.contains("runtime.concurrency"), "{err}");
+
+        let err = Config::load(Some(&dir.path().join("nope.toml")), Figment::new()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut config = Config::default();
+        config.nats.password = Some(Secret::new("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!toml::to_string(&config).unwrap().contains("hunter2"));
+    }
+}

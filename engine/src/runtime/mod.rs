@@ -1,0 +1,239 @@
+//! The durable workflow runtime: one durable pull consumer per workflow, a journal of runs and
+//! steps, retries by Nak with delay, and a dead-letter queue.
+//!
+//! [`Engine::start`] connects, creates or updates the streams and consumers, and returns once
+//! everything is ready; [`Engine::run`] then drives the workflows until shutdown.
+//!
+//! # Durability
+//! - A step's result is durable (sled fsync) before the next step starts.
+//! - A run's completion is durable before its message is acked; a failed run's event is in the
+//!   DLQ before its message is terminated.
+//! - Delivery is at least once: a step that was executing when the engine died runs again, a
+//!   step that had finished does not. Workflow code must be deterministic given its event and its
+//!   step results (see `workflows::workflow`).
+//! - JetStream drops a re-published event (same source and id) within the duplicate window; after
+//!   it, the journal turns the duplicate of a finished run into a no-op until the run is purged by
+//!   the journal's retention.
+
+pub mod dlq;
+pub mod retry;
+mod runner;
+pub mod service;
+mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use workflows::Workflow;
+
+pub use runner::run_id;
+
+use crate::bus::{self, BusError, ConsumerSpec, Names};
+use crate::config::Config;
+use crate::journal::sled::SledJournal;
+use crate::journal::{Journal, JournalError, RunStatus};
+use retry::RetryPolicy;
+
+/// How often finished runs older than the retention are purged from the journal.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+/// Capacity of the run-finished notification channel.
+const FINISHED_CHANNEL: usize = 65_536;
+
+/// A run that reached a final state, for in-process observers (benchmark, tests).
+#[derive(Clone, Debug)]
+pub struct RunFinished {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("cannot open the journal in {dir}: {source} (is another engine using this data dir?)")]
+    Journal {
+        dir: String,
+        #[source]
+        source: JournalError,
+    },
+    #[error("two workflows are named {0:?}")]
+    DuplicateWorkflow(String),
+    #[error("cannot start the NATS service endpoints: {0}")]
+    Service(String),
+}
+
+/// The workflows an engine runs: the built-in ones plus those a binary adds.
+pub fn builtin_workflows() -> Vec<Arc<dyn Workflow>> {
+    vec![Arc::new(workflows::ping::Ping)]
+}
+
+/// A started engine: connected, streams and consumers in place.
+pub struct Engine {
+    config: Config,
+    client: Client,
+    js: Context,
+    names: Names,
+    journal: Arc<SledJournal>,
+    workflows: Vec<Arc<dyn Workflow>>,
+    consumers: Vec<async_nats::jetstream::consumer::PullConsumer>,
+    finished: broadcast::Sender<RunFinished>,
+}
+
+impl Engine {
+    /// Connects to NATS, checks the server, creates or updates streams and one consumer per
+    /// workflow, and opens the journal.
+    ///
+    /// # Errors
+    /// NATS unreachable or too old, a stream or consumer refused, the journal locked by another
+    /// process, or two workflows with one name.
+    pub async fn start(
+        config: Config,
+        workflows: Vec<Arc<dyn Workflow>>,
+    ) -> Result<Self, EngineError> {
+        let mut names_seen = std::collections::HashSet::new();
+        for workflow in &workflows {
+            if !names_seen.insert(workflow.name()) {
+                return Err(EngineError::DuplicateWorkflow(workflow.name().to_owned()));
+            }
+        }
+        let dir = config.journal_dir();
+        let journal = SledJournal::open(&dir)
+            .map_err(|source| EngineError::Journal { dir: dir.display().to_string(), source })?;
+        let (client, js) = bus::connect(&config).await?;
+        let names = Names::new(config.nats.prefix.clone());
+        bus::ensure_streams(&js, &names, &config.streams).await?;
+        let mut consumers = Vec::with_capacity(workflows.len());
+        for workflow in &workflows {
+            let spec = ConsumerSpec {
+                workflow: workflow.name(),
+                triggers: workflow.triggers(),
+                ack_wait: config.runtime.ack_wait,
+                max_ack_pending: config.runtime.concurrency,
+            };
+            consumers.push(bus::ensure_consumer(&js, &names, &spec).await?);
+        }
+        let (finished, _) = broadcast::channel(FINISHED_CHANNEL);
+        info!(
+            nats = %config.nats_url(),
+            journal = %dir.display(),
+            workflows = ?workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
+            "engine started"
+        );
+        Ok(Self {
+            config,
+            client,
+            js,
+            names,
+            journal: Arc::new(journal),
+            workflows,
+            consumers,
+            finished,
+        })
+    }
+
+    /// Notifications of runs reaching a final state.
+    pub fn subscribe_finished(&self) -> broadcast::Receiver<RunFinished> {
+        self.finished.subscribe()
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    pub fn jetstream(&self) -> &Context {
+        &self.js
+    }
+
+    pub fn journal(&self) -> Arc<dyn Journal> {
+        self.journal.clone()
+    }
+
+    /// Drives the workflows until `shutdown` is cancelled, then stops pulling and lets in-flight
+    /// runs finish within the grace period. Runs still in flight after it are abandoned unacked:
+    /// JetStream redelivers them after the ack wait and they resume from their journal.
+    ///
+    /// # Errors
+    /// The NATS service endpoints could not be started.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let tracker = TaskTracker::new();
+        let runtime = &self.config.runtime;
+        let retry = RetryPolicy {
+            max_attempts: runtime.max_attempts,
+            initial: runtime.backoff_initial,
+            max: runtime.backoff_max,
+        };
+        let service =
+            service::serve(&self.client, &self.names, self.journal.clone(), shutdown.clone())
+                .await
+                .map_err(|e| EngineError::Service(e.to_string()))?;
+        let mut pullers = tokio::task::JoinSet::new();
+        for (workflow, consumer) in self.workflows.iter().zip(self.consumers) {
+            let runner = Arc::new(runner::Runner {
+                workflow: workflow.clone(),
+                js: self.js.clone(),
+                names: self.names.clone(),
+                journal: self.journal.clone(),
+                retry,
+                ack_wait: runtime.ack_wait,
+                max_event_bytes: self.config.streams.max_event_bytes,
+                concurrency: runtime.concurrency,
+                finished: self.finished.clone(),
+                keys: runner::KeyLocks::default(),
+            });
+            pullers.spawn(runner.consume(consumer, shutdown.clone(), tracker.clone()));
+        }
+        let sweeper = tokio::spawn(sweep_journal(
+            self.journal.clone(),
+            runtime.journal_retention,
+            shutdown.clone(),
+        ));
+
+        shutdown.cancelled().await;
+        info!(in_flight = tracker.len(), grace = ?runtime.grace_period, "shutting down: no new runs");
+        while pullers.join_next().await.is_some() {}
+        tracker.close();
+        if tokio::time::timeout(runtime.grace_period, tracker.wait()).await.is_err() {
+            warn!(
+                abandoned = tracker.len(),
+                "grace period over: abandoning in-flight runs; they are redelivered after the ack wait"
+            );
+        }
+        sweeper.abort();
+        service.stop().await;
+        if let Err(e) = self.client.flush().await {
+            warn!(error = %e, "could not flush the NATS connection");
+        }
+        info!("engine stopped");
+        Ok(())
+    }
+}
+
+async fn sweep_journal(
+    journal: Arc<SledJournal>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(RETENTION_SWEEP);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match journal.purge_finished(before).await {
+            Ok(0) => {}
+            Ok(purged) => info!(purged, "purged finished runs past the journal retention"),
+            Err(e) => warn!(error = %e, "journal retention sweep failed"),
+        }
+    }
+}

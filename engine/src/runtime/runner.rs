@@ -1,0 +1,487 @@
+//! One workflow's consumer loop and the life of one message:
+//! consume → decode → journal → steps → Ack / Nak(delay) / Term, with dead letters.
+//!
+//! # Guarantees
+//! - A run's completion is durable in the journal before its message is acked, so a redelivery of
+//!   a finished run is acked at once and runs nothing.
+//! - A failed run's event is in the DLQ (PubAck received) before its message is terminated.
+//! - While a message is held (waiting for its key or running), a heartbeat sends `+WPI` every
+//!   third of the ack wait, so long steps are not redelivered under the run's feet.
+//! - At most `concurrency` runs of the workflow, and one run per key, are in flight in one engine.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Context, Message};
+use chrono::Utc;
+use cloudevents::{AttributesReader, Event};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+use workflows::{RunContext, RunError, Workflow};
+
+use super::RunFinished;
+use super::dlq::{self, DeadLetter};
+use super::retry::RetryPolicy;
+use super::steps::JournalSteps;
+use crate::bus::{Names, codec};
+use crate::journal::{AttemptRecord, ErrorRecord, Journal, RunRecord, RunStatus, TriggerRecord};
+
+/// Messages requested per pull.
+const MAX_BATCH: usize = 256;
+/// Bounds of the pause before re-subscribing after the message stream failed.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+/// Delay before a message that met an infrastructure error (journal, DLQ publish) comes back.
+const INFRA_RETRY: Duration = Duration::from_secs(2);
+
+/// The run id of `workflow` for an event: the workflow name and a hash of source and id.
+pub fn run_id(workflow: &str, event: &Event) -> String {
+    format!("{workflow}-{}", codec::message_id(event.source(), event.id()))
+}
+
+/// What to answer JetStream.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+pub(crate) struct Runner {
+    pub workflow: Arc<dyn Workflow>,
+    pub js: Context,
+    pub names: Names,
+    pub journal: Arc<dyn Journal>,
+    pub retry: RetryPolicy,
+    pub ack_wait: Duration,
+    pub max_event_bytes: usize,
+    pub concurrency: usize,
+    pub finished: broadcast::Sender<RunFinished>,
+    pub keys: KeyLocks,
+}
+
+impl Runner {
+    /// Pulls messages until `shutdown`, spawning one task per message on `tracker`.
+    pub(crate) async fn consume(
+        self: Arc<Self>,
+        consumer: PullConsumer,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut pause = RESUBSCRIBE_MIN;
+        let name = self.workflow.name();
+        'subscribe: while !shutdown.is_cancelled() {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.concurrency.min(MAX_BATCH))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages();
+            let mut messages = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = messages => match result {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        warn!(workflow = name, error = %e, "cannot pull messages; retrying");
+                        tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
+                        pause = (pause * 2).min(RESUBSCRIBE_MAX);
+                        continue;
+                    }
+                },
+            };
+            loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => break 'subscribe,
+                    permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                };
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break 'subscribe,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        pause = RESUBSCRIBE_MIN;
+                        let runner = self.clone();
+                        let shutdown = shutdown.clone();
+                        tracker
+                            .spawn(async move { runner.handle(message, permit, shutdown).await });
+                    }
+                    Some(Err(e)) => {
+                        warn!(workflow = name, error = %e, "message stream error; re-subscribing");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
+            pause = (pause * 2).min(RESUBSCRIBE_MAX);
+        }
+        debug!(workflow = name, "stopped pulling");
+    }
+
+    async fn handle(
+        &self,
+        message: Message,
+        _permit: OwnedSemaphorePermit,
+        shutdown: CancellationToken,
+    ) {
+        let message = Arc::new(message);
+        let heartbeat = tokio::spawn(heartbeat(message.clone(), self.ack_wait / 3));
+        let _stop_heartbeat = AbortOnDrop(heartbeat);
+        let answer = self.process(&message, &shutdown).await;
+        let sent = match answer {
+            Answer::Ack => message.ack().await,
+            Answer::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+            Answer::Term => message.ack_with(AckKind::Term).await,
+        };
+        if let Err(e) = sent {
+            // The message comes back after the ack wait; the journal makes that harmless.
+            warn!(workflow = self.workflow.name(), error = %e, ?answer, "could not answer JetStream");
+        }
+    }
+
+    async fn process(&self, message: &Message, shutdown: &CancellationToken) -> Answer {
+        let (stream_sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                warn!(error = %e, "message without JetStream metadata; terminating it");
+                return Answer::Term;
+            }
+        };
+        let event = match codec::decode(
+            message.headers.as_ref(),
+            &message.payload,
+            self.max_event_bytes,
+        ) {
+            Ok(event) => event,
+            Err(reason) => {
+                warn!(workflow = self.workflow.name(), subject = %message.subject, stream_sequence, %reason, "undecodable event");
+                let letter = DeadLetter {
+                    workflow: self.workflow.name(),
+                    run_id: None,
+                    key: None,
+                    subject: &message.subject,
+                    stream_sequence,
+                    delivered,
+                    attempts: 0,
+                    error_kind: reason.code(),
+                    error: &reason.to_string(),
+                };
+                return self
+                    .dead_letter(message, &letter)
+                    .await
+                    .map_or_else(|a| a, |_| Answer::Term);
+            }
+        };
+        let key = self.workflow.key(&event);
+        let run_id = run_id(self.workflow.name(), &event);
+        let _key_guard = tokio::select! {
+            guard = self.keys.lock(&key) => guard,
+            _ = shutdown.cancelled() => return Answer::Nak(Duration::ZERO),
+        };
+        let span = info_span!("run", run_id = %run_id, workflow = self.workflow.name(), key = %key, attempt = tracing::field::Empty);
+        let trigger = TriggerRecord {
+            event: serde_json::to_value(&event).unwrap_or_default(),
+            nats_subject: message.subject.to_string(),
+            stream_sequence,
+        };
+        let redrive = message.headers.as_ref().and_then(|h| h.get(dlq::H_REDRIVE)).is_some();
+        let context = MessageContext { message, stream_sequence, delivered, redrive };
+        self.drive(event, key, run_id, trigger, context).instrument(span).await
+    }
+
+    async fn drive(
+        &self,
+        event: Event,
+        key: String,
+        run_id: String,
+        trigger: TriggerRecord,
+        context: MessageContext<'_>,
+    ) -> Answer {
+        let now = Utc::now();
+        let existing = match self.journal.run(&run_id).await {
+            Ok(existing) => existing,
+            Err(e) => return self.infra_failure("reading the journal", &e),
+        };
+        let mut run = match existing {
+            Some(run) if run.status == RunStatus::Succeeded => {
+                debug!("run already succeeded; acknowledging the duplicate");
+                return Answer::Ack;
+            }
+            Some(run) if run.status == RunStatus::Failed && run.dlq_sequence.is_none() => {
+                return self.fail_into_dlq(run, &context).await;
+            }
+            Some(mut run) if run.status == RunStatus::Failed => {
+                if !context.redrive {
+                    debug!("run already failed and dead-lettered; terminating the duplicate");
+                    return Answer::Term;
+                }
+                info!(redrives = run.redrives + 1, "re-driving failed run");
+                run.attempts = 0;
+                run.redrives += 1;
+                run.error = None;
+                run.dlq_sequence = None;
+                run.finished_at = None;
+                run.trigger = trigger;
+                run
+            }
+            Some(run) => run,
+            None => RunRecord {
+                id: run_id.clone(),
+                workflow: self.workflow.name().to_owned(),
+                key,
+                status: RunStatus::Running,
+                attempts: 0,
+                redrives: 0,
+                trigger,
+                created_at: now,
+                updated_at: now,
+                finished_at: None,
+                output: None,
+                error: None,
+                dlq_sequence: None,
+                history: Vec::new(),
+            },
+        };
+        run.attempts += 1;
+        run.status = RunStatus::Running;
+        run.updated_at = now;
+        run.history.push(AttemptRecord {
+            attempt: run.attempts,
+            started_at: now,
+            finished_at: None,
+            outcome: None,
+            error: None,
+            retry_delay_ms: None,
+        });
+        tracing::Span::current().record("attempt", run.attempts);
+        if let Err(e) = self.journal.put_run(&run).await {
+            return self.infra_failure("journaling the run's start", &e);
+        }
+
+        let steps = JournalSteps::new(self.journal.clone(), run_id.clone());
+        let mut ctx = RunContext::new(run_id, run.attempts, Box::new(steps));
+        let result = AssertUnwindSafe(self.workflow.run(&mut ctx, event))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(RunError::permanent(format!("workflow panicked: {}", panic_message(&panic))))
+            });
+
+        let now = Utc::now();
+        run.updated_at = now;
+        let attempt = run.history.last_mut().expect("the attempt was just pushed");
+        attempt.finished_at = Some(now);
+        match result {
+            Ok(output) => {
+                attempt.outcome = Some(RunStatus::Succeeded);
+                run.status = RunStatus::Succeeded;
+                run.output = Some(output);
+                run.error = None;
+                run.finished_at = Some(now);
+                if let Err(e) = self.journal.put_run(&run).await {
+                    return self.infra_failure("journaling the run's success", &e);
+                }
+                info!(attempts = run.attempts, "run succeeded");
+                self.announce(&run);
+                Answer::Ack
+            }
+            Err(error) => {
+                let record =
+                    ErrorRecord { kind: error.kind_name().into(), message: error.message.clone() };
+                attempt.error = Some(record.clone());
+                run.error = Some(record);
+                let after = match error.kind {
+                    workflows::ErrorKind::Retryable { after }
+                        if self.retry.may_retry(run.attempts) =>
+                    {
+                        after
+                    }
+                    _ => {
+                        attempt.outcome = Some(RunStatus::Failed);
+                        run.status = RunStatus::Failed;
+                        run.finished_at = Some(now);
+                        warn!(attempts = run.attempts, error = %error, kind = error.kind_name(), "run failed");
+                        return self.fail_into_dlq(run, &context).await;
+                    }
+                };
+                let delay = self.retry.delay(run.attempts, after);
+                attempt.outcome = Some(RunStatus::Retrying);
+                attempt.retry_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                run.status = RunStatus::Retrying;
+                if let Err(e) = self.journal.put_run(&run).await {
+                    return self.infra_failure("journaling the run's retry", &e);
+                }
+                info!(attempts = run.attempts, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
+                Answer::Nak(delay)
+            }
+        }
+    }
+
+    /// Journals the failure, copies the event to the DLQ, records where, then terminates.
+    async fn fail_into_dlq(&self, mut run: RunRecord, context: &MessageContext<'_>) -> Answer {
+        if let Err(e) = self.journal.put_run(&run).await {
+            return self.infra_failure("journaling the run's failure", &e);
+        }
+        let error = run
+            .error
+            .clone()
+            .unwrap_or(ErrorRecord { kind: "permanent".into(), message: String::new() });
+        let letter = DeadLetter {
+            workflow: self.workflow.name(),
+            run_id: Some(&run.id),
+            key: Some(&run.key),
+            subject: &context.message.subject,
+            stream_sequence: context.stream_sequence,
+            delivered: context.delivered,
+            attempts: run.attempts,
+            error_kind: &error.kind,
+            error: &error.message,
+        };
+        let sequence = match self.dead_letter(context.message, &letter).await {
+            Ok(sequence) => sequence,
+            Err(answer) => return answer,
+        };
+        run.dlq_sequence = Some(sequence);
+        if let Err(e) = self.journal.put_run(&run).await {
+            return self.infra_failure("journaling the DLQ entry", &e);
+        }
+        self.announce(&run);
+        Answer::Term
+    }
+
+    async fn dead_letter(&self, message: &Message, letter: &DeadLetter<'_>) -> Result<u64, Answer> {
+        match dlq::dead_letter(
+            &self.js,
+            &self.names,
+            message.headers.as_ref(),
+            message.payload.clone(),
+            letter,
+        )
+        .await
+        {
+            Ok(published) => {
+                info!(dlq_sequence = published.sequence, reason = letter.error, "dead-lettered");
+                Ok(published.sequence)
+            }
+            Err(e) => Err(self.infra_failure("publishing to the DLQ", &e)),
+        }
+    }
+
+    fn infra_failure(&self, what: &str, error: &dyn std::error::Error) -> Answer {
+        warn!(workflow = self.workflow.name(), error = %error, "{what} failed; the message comes back in {INFRA_RETRY:?}");
+        Answer::Nak(INFRA_RETRY)
+    }
+
+    fn announce(&self, run: &RunRecord) {
+        let _ = self.finished.send(RunFinished {
+            run_id: run.id.clone(),
+            workflow: run.workflow.clone(),
+            status: run.status,
+            at: Utc::now(),
+        });
+    }
+}
+
+struct MessageContext<'a> {
+    message: &'a Message,
+    stream_sequence: u64,
+    delivered: i64,
+    redrive: bool,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Tells JetStream the message is still being worked on, until aborted.
+async fn heartbeat(message: Arc<Message>, every: Duration) {
+    let every = every.max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = message.ack_with(AckKind::Progress).await {
+            debug!(error = %e, "progress heartbeat failed");
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One async mutex per key in use; entries are removed when the last holder or waiter leaves.
+#[derive(Default)]
+pub(crate) struct KeyLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyLocks {
+    pub(crate) async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let lock =
+            self.locks.lock().expect("key map lock").entry(key.to_owned()).or_default().clone();
+        let mut guard = KeyGuard { locks: self, key: key.to_owned(), guard: None };
+        guard.guard = Some(lock.lock_owned().await);
+        guard
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.locks.lock().expect("key map lock").len()
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.locks.locks.lock().expect("key map lock");
+        if locks.get(&self.key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_per_key_and_entries_are_cleaned_up() {
+        let locks = Arc::new(KeyLocks::default());
+        let first = locks.lock("a").await;
+        let _other_key = locks.lock("b").await;
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _second = locks.lock("a").await;
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a second holder of key a waits");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        drop(_other_key);
+        assert_eq!(locks.len(), 0);
+    }
+}
