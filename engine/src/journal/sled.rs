@@ -10,15 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Durability, Journal, JournalError, RunFilter, RunRecord, StepRecord};
 
 const DEFAULT_LIST_LIMIT: usize = 100;
-/// Flush requests queued before writers wait for the group commit to catch up.
-const FLUSH_QUEUE: usize = 4096;
-
-type FlushWaiter = oneshot::Sender<Result<(), Arc<::sled::Error>>>;
 
 #[derive(Clone)]
 pub struct SledJournal {
@@ -26,7 +22,16 @@ pub struct SledJournal {
     runs: ::sled::Tree,
     steps: ::sled::Tree,
     by_created: ::sled::Tree,
-    flush: mpsc::Sender<FlushWaiter>,
+    commit: Arc<GroupCommit>,
+}
+
+/// Group commit: a writer takes a ticket after its write; whoever holds the flush lock flushes
+/// everything ticketed so far, so concurrent writers share one fsync.
+#[derive(Default)]
+struct GroupCommit {
+    ticketed: AtomicU64,
+    flushed: AtomicU64,
+    lock: tokio::sync::Mutex<()>,
 }
 
 impl SledJournal {
@@ -45,14 +50,12 @@ impl SledJournal {
     /// # Errors
     /// The trees cannot be opened.
     pub fn with_db(db: ::sled::Db) -> Result<Self, JournalError> {
-        let (flush, requests) = mpsc::channel(FLUSH_QUEUE);
-        tokio::spawn(group_commit(db.clone(), requests));
         Ok(Self {
             runs: db.open_tree("journal_runs")?,
             steps: db.open_tree("journal_steps")?,
             by_created: db.open_tree("journal_runs_by_created")?,
             db,
-            flush,
+            commit: Arc::default(),
         })
     }
 
@@ -60,39 +63,17 @@ impl SledJournal {
         &self.db
     }
 
-    /// Waits until everything written so far is on disk.
+    /// Returns once everything this task wrote before calling is on disk.
     async fn durable(&self) -> Result<(), JournalError> {
-        let (done, wait) = oneshot::channel();
-        if self.flush.send(done).await.is_err() {
-            self.db.flush_async().await?;
-            return Ok(());
+        let ticket = self.commit.ticketed.fetch_add(1, Ordering::SeqCst) + 1;
+        let _flushing = self.commit.lock.lock().await;
+        if self.commit.flushed.load(Ordering::SeqCst) >= ticket {
+            return Ok(()); // a flush that started after our write has finished
         }
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(JournalError::Storage(clone_sled_error(&e))),
-            Err(_) => Ok(self.db.flush_async().await.map(|_| ())?),
-        }
-    }
-}
-
-/// One fsync for every writer waiting at the time it starts.
-async fn group_commit(db: ::sled::Db, mut requests: mpsc::Receiver<FlushWaiter>) {
-    let mut waiters = Vec::new();
-    while requests.recv_many(&mut waiters, FLUSH_QUEUE).await > 0 {
-        let result = db.flush_async().await.map(|_| ()).map_err(Arc::new);
-        for waiter in waiters.drain(..) {
-            let _ = waiter.send(result.clone());
-        }
-    }
-}
-
-fn clone_sled_error(e: &::sled::Error) -> ::sled::Error {
-    match e {
-        ::sled::Error::Io(io) => ::sled::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        ::sled::Error::Corruption { at, bt } => ::sled::Error::Corruption { at: *at, bt: *bt },
-        ::sled::Error::CollectionNotFound(name) => ::sled::Error::CollectionNotFound(name.clone()),
-        ::sled::Error::Unsupported(what) => ::sled::Error::Unsupported(what.clone()),
-        ::sled::Error::ReportableBug(what) => ::sled::Error::ReportableBug(what.clone()),
+        let covered = self.commit.ticketed.load(Ordering::SeqCst);
+        self.db.flush_async().await?;
+        self.commit.flushed.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
     }
 }
 
