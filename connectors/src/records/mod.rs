@@ -1,8 +1,11 @@
 //! Records stores behind [`workflows::records::Records`]: [`SledRecords`] (embedded, the
-//! default, sharing the engine's sled database). It passes the conformance suite in `connectors/tests/conformance`.
+//! default, sharing the engine's sled database) and [`PgRecords`] (PostgreSQL, for several
+//! engine replicas). Both pass the conformance suite in `connectors/tests/conformance`.
 
+pub mod postgres;
 pub mod sled;
 
+pub use self::postgres::{MigrationError, PgRecords};
 pub use self::sled::SledRecords;
 
 /// A fresh outbox event id: a ULID (48-bit millisecond time, 80 random bits), unique for all
