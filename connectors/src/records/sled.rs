@@ -36,7 +36,8 @@ use super::new_event_id;
 /// - Each mutation is one sled transaction over every tree it touches (the record, the
 ///   namespace-name index, the outbox), so a crash leaves all of it or none of it.
 /// - A mutation returns `Ok` only after `Db::flush`: the change and its outbox event are on
-///   disk.
+///   disk. (A concurrent reader can see a change a moment before that flush completes; sled
+///   has no read isolation from durability.)
 /// - Mutations through one `SledRecords` (and its clones) are serialised, so multi-key checks
 ///   (a purge's scan of namespace records) see a stable view. Open one per database.
 #[derive(Clone)]

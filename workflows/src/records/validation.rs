@@ -1,8 +1,8 @@
 //! Field validation shared by every record type.
 //!
 //! Validators never stop at the first problem: they push every [`FieldError`] into a
-//! [`Problems`] collector so that a caller (an API client, an operator at the CLI) sees the whole
-//! list at once, each with the path of the offending field (`members[2]`, `default_quota.cpu`).
+//! collector so that a caller (an API client, an operator at the CLI) sees the whole
+//! list at once, each with the path of the offending field (`members[2]`, `default_quota["cpu"]`).
 
 use std::collections::BTreeMap;
 use std::fmt;
