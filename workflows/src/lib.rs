@@ -4,13 +4,16 @@
 //! - [`workflow`]: the [`Workflow`] trait, the [`RunContext`] a run uses to journal its steps, and
 //!   the [`RunError`] kinds the runtime maps onto JetStream acknowledgements;
 //! - [`event`]: CloudEvent helpers shared by workflows and the runtime;
-//! - [`ping`]: the built-in `ping` workflow, an operator's smoke test.
+//! - [`ping`]: the built-in `ping` workflow, an operator's smoke test;
+//! - [`records`]: teams, environments and namespace records, their validation, and the
+//!   [`records::Records`] port with its transactional outbox.
 //!
 //! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
 //! crate; adapters behind the ports live in `connectors`.
 
 pub mod event;
 pub mod ping;
+pub mod records;
 pub mod workflow;
 
 pub use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};

@@ -1,0 +1,253 @@
+//! Teams: the desired state that `sync_team` makes GitHub and the clusters match.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::validation::{
+    MAX_DESCRIPTION_LEN, MAX_LOGINS, MAX_NAME_LEN, Problems, ValidationErrors, is_github_login,
+};
+
+/// What a client says about a team: the body of a create or a full update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    /// The team's key, a DNS-1123 label; it prefixes the team's namespace names.
+    pub slug: String,
+    /// Display name (GitHub team name).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// GitHub logins with the `member` role.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// GitHub logins with the `maintainer` role; disjoint from `members`.
+    #[serde(default)]
+    pub maintainers: Vec<String>,
+    /// Slug of the parent team, if nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Name of the quota profile applied to the team's namespaces; the environment's defaults
+    /// apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_profile: Option<String>,
+    /// Kubernetes labels carried onto the team's namespaces.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl TeamSpec {
+    /// Checks every field and reports every problem at once.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] listing each bad field with its path, e.g.
+    /// `members[2]: "-bad" is not a valid GitHub login`.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut p = Problems::default();
+        p.dns_label("slug", &self.slug);
+        p.text("name", &self.name, MAX_NAME_LEN, true);
+        p.text("description", &self.description, MAX_DESCRIPTION_LEN, false);
+        check_logins(&mut p, "members", &self.members);
+        check_logins(&mut p, "maintainers", &self.maintainers);
+        for (i, login) in self.maintainers.iter().enumerate() {
+            if self.members.iter().any(|m| m.eq_ignore_ascii_case(login)) {
+                p.push(
+                    format!("maintainers[{i}]"),
+                    format!("{login:?} is also listed in members; list each login once"),
+                );
+            }
+        }
+        if let Some(parent) = &self.parent {
+            p.dns_label("parent", parent);
+            if *parent == self.slug {
+                p.push("parent", "a team cannot be its own parent");
+            }
+        }
+        if let Some(profile) = &self.quota_profile {
+            p.dns_label("quota_profile", profile);
+        }
+        p.labels("labels", &self.labels);
+        p.finish()
+    }
+}
+
+/// GitHub logins are case-insensitive, so `Octocat` and `octocat` are duplicates.
+fn check_logins(p: &mut Problems, path: &str, logins: &[String]) {
+    if logins.len() > MAX_LOGINS {
+        p.push(
+            path,
+            format!(
+                "lists {} logins, at most {MAX_LOGINS} allowed",
+                logins.len()
+            ),
+        );
+    }
+    for (i, login) in logins.iter().enumerate() {
+        if !is_github_login(login) {
+            p.push(
+                format!("{path}[{i}]"),
+                format!("{login:?} is not a valid GitHub login"),
+            );
+        } else if logins[..i].iter().any(|o| o.eq_ignore_ascii_case(login)) {
+            p.push(format!("{path}[{i}]"), format!("{login:?} is listed twice"));
+        }
+    }
+}
+
+/// A stored team: its spec plus what the store maintains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    #[serde(flatten)]
+    pub spec: TeamSpec,
+    /// Starts at 1 and grows by one with every change; the HTTP ETag.
+    pub resource_version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set when the team was deleted: the record stays (read-only) until the teardown has
+    /// finished and the team is purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Team {
+    /// A new record at resource version 1.
+    pub fn new(spec: TeamSpec, now: DateTime<Utc>) -> Self {
+        Team {
+            spec,
+            resource_version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
+    /// The record after a full update with `spec`: next resource version.
+    pub fn updated(&self, spec: TeamSpec, now: DateTime<Utc>) -> Self {
+        Team {
+            spec,
+            resource_version: self.resource_version + 1,
+            created_at: self.created_at,
+            updated_at: now,
+            deleted_at: self.deleted_at,
+        }
+    }
+
+    /// The record after deletion: a tombstone at the next resource version.
+    pub fn tombstoned(&self, now: DateTime<Utc>) -> Self {
+        Team {
+            spec: self.spec.clone(),
+            resource_version: self.resource_version + 1,
+            created_at: self.created_at,
+            updated_at: now,
+            deleted_at: Some(now),
+        }
+    }
+
+    pub fn slug(&self) -> &str {
+        &self.spec.slug
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TeamSpec {
+        TeamSpec {
+            slug: "payments".into(),
+            name: "Payments".into(),
+            description: "Moves money".into(),
+            members: vec!["alice".into(), "bob".into()],
+            maintainers: vec!["carol".into()],
+            parent: None,
+            quota_profile: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn paths(spec: &TeamSpec) -> Vec<String> {
+        spec.validate()
+            .unwrap_err()
+            .errors()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_team_is_valid() {
+        spec().validate().unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let mut s = spec();
+        s.slug = "Payments!".into();
+        s.name = " ".into();
+        s.members = vec!["alice".into(), "ALICE".into(), "-bad".into()];
+        s.maintainers = vec!["alice".into()];
+        s.parent = Some("Payments!".into());
+        s.labels.insert("team/".into(), "x".into());
+        let err = s.validate().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"members[2]: "-bad" is not a valid GitHub login"#),
+            "{text}"
+        );
+        assert_eq!(
+            paths(&s),
+            [
+                "slug",
+                "name",
+                "members[1]",
+                "members[2]",
+                "maintainers[0]",
+                "parent",
+                "parent",
+                "labels[\"team/\"]"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_slugs_and_logins_are_refused() {
+        let mut s = spec();
+        s.slug = "a".repeat(64);
+        s.maintainers = vec!["m".repeat(40)];
+        assert_eq!(paths(&s), ["slug", "maintainers[0]"]);
+    }
+
+    #[test]
+    fn quota_profile_and_labels_are_checked() {
+        let mut s = spec();
+        s.quota_profile = Some("Large".into());
+        s.labels.insert("cost-center".into(), "-x".into());
+        assert_eq!(paths(&s), ["quota_profile", "labels[\"cost-center\"]"]);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_and_defaults_fill_the_rest() {
+        let minimal: TeamSpec = serde_json::from_str(r#"{"slug":"a","name":"A"}"#).unwrap();
+        assert!(minimal.members.is_empty() && minimal.labels.is_empty());
+        let err =
+            serde_json::from_str::<TeamSpec>(r#"{"slug":"a","name":"A","owner":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn stored_team_round_trips_flat() {
+        let now = Utc::now();
+        let team = Team::new(spec(), now).tombstoned(now);
+        let json = serde_json::to_value(&team).unwrap();
+        assert_eq!(json["slug"], "payments");
+        assert_eq!(json["resource_version"], 2);
+        assert!(json["deleted_at"].is_string());
+        let back: Team = serde_json::from_value(json).unwrap();
+        assert_eq!(back, team);
+    }
+}
