@@ -21,10 +21,7 @@ fn database_url() -> String {
 
 /// A store in a schema of its own, not yet migrated.
 async fn fresh_store() -> (PgRecords, String) {
-    let schema = format!(
-        "muster_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
+    let schema = format!("muster_test_{}", ulid::Ulid::new().to_string().to_lowercase());
     let store = PgRecords::connect(&database_url(), Some(&schema))
         .await
         .expect("connect to TEST_DATABASE_URL");
@@ -88,9 +85,7 @@ async fn check_migrations_names_what_is_missing_until_migrated() {
 
 #[test]
 fn error_message_of_missing_migrations_says_what_to_run() {
-    let err = MigrationError::Missing {
-        missing: vec!["20261127000001 records".into()],
-    };
+    let err = MigrationError::Missing { missing: vec!["20261127000001 records".into()] };
     assert_eq!(
         err.to_string(),
         "the records database lacks migrations 20261127000001 records; run `engine migrate`"

@@ -33,29 +33,14 @@ async fn changes_survive_reopening_the_database() {
     {
         let db = sled::open(dir.path()).unwrap();
         let store = SledRecords::open(&db).unwrap();
-        store
-            .create_team(conformance::team("payments"))
-            .await
-            .unwrap();
-        store
-            .create_environment(EnvironmentSpec::named("dev"))
-            .await
-            .unwrap();
-        store
-            .upsert_namespace(conformance::namespace("payments", "dev"))
-            .await
-            .unwrap();
+        store.create_team(conformance::team("payments")).await.unwrap();
+        store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+        store.upsert_namespace(conformance::namespace("payments", "dev")).await.unwrap();
     }
     let db = reopen(dir.path()).await;
     let store = SledRecords::open(&db).unwrap();
-    assert_eq!(
-        store.get_team("payments").await.unwrap().resource_version,
-        1
-    );
-    assert_eq!(
-        store.get_namespace("payments", "dev").await.unwrap().name,
-        "payments-dev"
-    );
+    assert_eq!(store.get_team("payments").await.unwrap().resource_version, 1);
+    assert_eq!(store.get_namespace("payments", "dev").await.unwrap().name, "payments-dev");
     assert_eq!(store.outbox_pending(10).await.unwrap().len(), 2);
 }
 
@@ -67,10 +52,7 @@ async fn uses_only_records_trees() {
     let journal = db.open_tree("journal_runs").unwrap();
     journal.insert("run-1", "x").unwrap();
     let store = SledRecords::open(&db).unwrap();
-    store
-        .create_team(conformance::team("payments"))
-        .await
-        .unwrap();
+    store.create_team(conformance::team("payments")).await.unwrap();
     for name in db.tree_names() {
         let name = String::from_utf8(name.to_vec()).unwrap();
         assert!(

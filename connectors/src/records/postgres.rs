@@ -80,9 +80,7 @@ impl PgRecords {
         let mut options: PgConnectOptions = url.parse().map_err(RecordsError::permanent)?;
         if let Some(schema) = schema {
             if !is_plain_identifier(schema) {
-                return Err(RecordsError::permanent(MigrationError::BadSchema(
-                    schema.to_owned(),
-                )));
+                return Err(RecordsError::permanent(MigrationError::BadSchema(schema.to_owned())));
             }
             options = options.options([("search_path", schema)]);
         }
@@ -92,10 +90,7 @@ impl PgRecords {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        Ok(PgRecords {
-            pool,
-            schema: schema.map(str::to_owned),
-        })
+        Ok(PgRecords { pool, schema: schema.map(str::to_owned) })
     }
 
     /// The connection pool (for readiness checks).
@@ -143,10 +138,7 @@ impl PgRecords {
             Vec::new()
         };
         let mut missing = Vec::new();
-        for migration in MIGRATOR
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-        {
+        for migration in MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()) {
             let label = format!("{} {}", migration.version, migration.description);
             match applied.iter().find(|(v, _, _)| *v == migration.version) {
                 None => missing.push(label),
@@ -157,11 +149,7 @@ impl PgRecords {
                 Some(_) => {}
             }
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(MigrationError::Missing { missing })
-        }
+        if missing.is_empty() { Ok(()) } else { Err(MigrationError::Missing { missing }) }
     }
 
     async fn begin(&self) -> RecordsResult<Transaction<'static, Postgres>> {
@@ -174,8 +162,7 @@ fn is_plain_identifier(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -190,11 +177,7 @@ async fn locked_doc<T: DeserializeOwned + Send + Unpin + 'static>(
     for k in key {
         query = query.bind(*k);
     }
-    Ok(query
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(backend)?
-        .map(|Json(doc)| doc))
+    Ok(query.fetch_optional(&mut **tx).await.map_err(backend)?.map(|Json(doc)| doc))
 }
 
 async fn append(tx: &mut Tx, event: &OutboxEvent) -> RecordsResult<()> {
@@ -299,11 +282,7 @@ impl Records for PgRecords {
         if inserted.rows_affected() == 0 {
             return Err(RecordsError::already_exists(RecordKind::Team, team.slug()));
         }
-        append(
-            &mut tx,
-            &OutboxEvent::team(new_event_id(), Change::Created, &team, now),
-        )
-        .await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Created, &team, now)).await?;
         commit(tx).await?;
         Ok(team)
     }
@@ -315,18 +294,12 @@ impl Records for PgRecords {
     ) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
         let mut tx = self.begin().await?;
-        let current: Team = locked_doc(
-            &mut tx,
-            "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE",
-            &[&spec.slug],
-        )
-        .await?
-        .ok_or_else(|| RecordsError::not_found(RecordKind::Team, &spec.slug))?;
+        let current: Team =
+            locked_doc(&mut tx, "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE", &[&spec.slug])
+                .await?
+                .ok_or_else(|| RecordsError::not_found(RecordKind::Team, &spec.slug))?;
         if current.is_deleted() {
-            return Err(RecordsError::Tombstoned {
-                kind: RecordKind::Team,
-                key: spec.slug,
-            });
+            return Err(RecordsError::Tombstoned { kind: RecordKind::Team, key: spec.slug });
         }
         RecordsError::check_version(
             RecordKind::Team,
@@ -347,24 +320,17 @@ impl Records for PgRecords {
             Some(None),
         )
         .await?;
-        append(
-            &mut tx,
-            &OutboxEvent::team(new_event_id(), Change::Updated, &next, now),
-        )
-        .await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Updated, &next, now)).await?;
         commit(tx).await?;
         Ok(next)
     }
 
     async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team> {
         let mut tx = self.begin().await?;
-        let current: Team = locked_doc(
-            &mut tx,
-            "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE",
-            &[slug],
-        )
-        .await?
-        .ok_or_else(|| RecordsError::not_found(RecordKind::Team, slug))?;
+        let current: Team =
+            locked_doc(&mut tx, "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE", &[slug])
+                .await?
+                .ok_or_else(|| RecordsError::not_found(RecordKind::Team, slug))?;
         RecordsError::check_version(
             RecordKind::Team,
             slug,
@@ -387,11 +353,7 @@ impl Records for PgRecords {
             Some(next.deleted_at),
         )
         .await?;
-        append(
-            &mut tx,
-            &OutboxEvent::team(new_event_id(), Change::Deleted, &next, now),
-        )
-        .await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Deleted, &next, now)).await?;
         commit(tx).await?;
         Ok(next)
     }
@@ -466,16 +428,10 @@ impl Records for PgRecords {
         .await
         .map_err(backend)?;
         if inserted.rows_affected() == 0 {
-            return Err(RecordsError::already_exists(
-                RecordKind::Environment,
-                env.name(),
-            ));
+            return Err(RecordsError::already_exists(RecordKind::Environment, env.name()));
         }
-        append(
-            &mut tx,
-            &OutboxEvent::environment(new_event_id(), Change::Created, &env, now),
-        )
-        .await?;
+        append(&mut tx, &OutboxEvent::environment(new_event_id(), Change::Created, &env, now))
+            .await?;
         commit(tx).await?;
         Ok(env)
     }
@@ -513,11 +469,8 @@ impl Records for PgRecords {
             None,
         )
         .await?;
-        append(
-            &mut tx,
-            &OutboxEvent::environment(new_event_id(), Change::Updated, &next, now),
-        )
-        .await?;
+        append(&mut tx, &OutboxEvent::environment(new_event_id(), Change::Updated, &next, now))
+            .await?;
         commit(tx).await?;
         Ok(next)
     }
@@ -528,13 +481,10 @@ impl Records for PgRecords {
         expected_version: Option<u64>,
     ) -> RecordsResult<Environment> {
         let mut tx = self.begin().await?;
-        let current: Environment = locked_doc(
-            &mut tx,
-            "SELECT doc FROM environments WHERE name = $1 FOR UPDATE",
-            &[name],
-        )
-        .await?
-        .ok_or_else(|| RecordsError::not_found(RecordKind::Environment, name))?;
+        let current: Environment =
+            locked_doc(&mut tx, "SELECT doc FROM environments WHERE name = $1 FOR UPDATE", &[name])
+                .await?
+                .ok_or_else(|| RecordsError::not_found(RecordKind::Environment, name))?;
         RecordsError::check_version(
             RecordKind::Environment,
             name,
@@ -612,10 +562,8 @@ impl Records for PgRecords {
         environment: &str,
         state: NamespaceState,
     ) -> RecordsResult<NamespaceRecord> {
-        self.change_namespace(team, environment, |current| {
-            current.with_state(state, Utc::now())
-        })
-        .await
+        self.change_namespace(team, environment, |current| current.with_state(state, Utc::now()))
+            .await
     }
 
     async fn set_cluster_status(
@@ -683,13 +631,10 @@ impl PgRecords {
     ) -> RecordsResult<Option<NamespaceRecord>> {
         let mut tx = self.begin().await?;
         // FOR SHARE: the team cannot be tombstoned or purged until this commits.
-        let team: Team = locked_doc(
-            &mut tx,
-            "SELECT doc FROM teams WHERE slug = $1 FOR SHARE",
-            &[&spec.team],
-        )
-        .await?
-        .ok_or_else(|| RecordsError::not_found(RecordKind::Team, &spec.team))?;
+        let team: Team =
+            locked_doc(&mut tx, "SELECT doc FROM teams WHERE slug = $1 FOR SHARE", &[&spec.team])
+                .await?
+                .ok_or_else(|| RecordsError::not_found(RecordKind::Team, &spec.team))?;
         if team.is_deleted() {
             return Err(RecordsError::Tombstoned {
                 kind: RecordKind::Team,
@@ -826,9 +771,5 @@ fn backend(error: sqlx::Error) -> RecordsError {
         }),
         _ => false,
     };
-    if transient {
-        RecordsError::transient(error)
-    } else {
-        RecordsError::permanent(error)
-    }
+    if transient { RecordsError::transient(error) } else { RecordsError::permanent(error) }
 }

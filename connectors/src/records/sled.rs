@@ -88,9 +88,7 @@ impl SledRecords {
         T: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(RecordsError::permanent)?
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(RecordsError::permanent)?
     }
 }
 
@@ -98,10 +96,7 @@ impl Inner {
     /// Runs the mutation `f` under the writer lock, then flushes.
     fn mutate<T>(&self, f: impl FnOnce(&Self) -> RecordsResult<T>) -> RecordsResult<T> {
         let out = {
-            let _guard = self
-                .writer
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let _guard = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
             f(self)?
         };
         self.db.flush().map_err(backend)?;
@@ -109,10 +104,7 @@ impl Inner {
     }
 
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> RecordsResult<Option<T>> {
-        tree.get(key)
-            .map_err(backend)?
-            .map(|v| decode(&v))
-            .transpose()
+        tree.get(key).map_err(backend)?.map(|v| decode(&v)).transpose()
     }
 
     fn page<T: DeserializeOwned>(
@@ -134,11 +126,7 @@ impl Inner {
             }
             items.push(decode::<T>(&value)?);
         }
-        let next = if more {
-            items.last().map(|i| key_of(i).to_owned())
-        } else {
-            None
-        };
+        let next = if more { items.last().map(|i| key_of(i).to_owned()) } else { None };
         Ok(Page { items, next })
     }
 
@@ -183,8 +171,7 @@ impl Records for SledRecords {
 
     async fn list_teams(&self, after: Option<&str>, limit: usize) -> RecordsResult<Page<Team>> {
         let after = after.map(str::to_owned);
-        self.blocking(move |s| Inner::page(&s.teams, after.as_deref(), limit, Team::slug))
-            .await
+        self.blocking(move |s| Inner::page(&s.teams, after.as_deref(), limit, Team::slug)).await
     }
 
     async fn create_team(&self, spec: TeamSpec) -> RecordsResult<Team> {
@@ -557,9 +544,7 @@ impl Records for SledRecords {
     ) -> RecordsResult<NamespaceRecord> {
         let (team, environment) = (team.to_owned(), environment.to_owned());
         self.blocking(move |s| {
-            s.update_namespace(&team, &environment, |current| {
-                current.with_state(state, Utc::now())
-            })
+            s.update_namespace(&team, &environment, |current| current.with_state(state, Utc::now()))
         })
         .await
     }
@@ -657,9 +642,7 @@ fn append(
 fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
     match tree.get(key)? {
         None => Ok(None),
-        Some(v) => decode(&v)
-            .map(Some)
-            .map_err(ConflictableTransactionError::Abort),
+        Some(v) => decode(&v).map(Some).map_err(ConflictableTransactionError::Abort),
     }
 }
 

@@ -62,10 +62,7 @@ pub fn namespace(team: &str, environment: &str) -> NamespaceSpec {
         environment: environment.to_owned(),
         quota: BTreeMap::from([("requests.cpu".to_owned(), "2".to_owned())]),
         limits: BTreeMap::from([("memory".to_owned(), "512Mi".to_owned())]),
-        role_bindings: vec![RoleBinding {
-            group: team.to_owned(),
-            role: "edit".into(),
-        }],
+        role_bindings: vec![RoleBinding { group: team.to_owned(), role: "edit".into() }],
     }
 }
 
@@ -88,9 +85,7 @@ fn ev(event_type: &str, subject: &str, version: u64) -> (String, String, u64) {
 }
 
 pub async fn teams_create_get_and_paginate(store: Store) {
-    let slugs = [
-        "golf", "alpha", "echo", "charlie", "bravo", "foxtrot", "delta",
-    ];
+    let slugs = ["golf", "alpha", "echo", "charlie", "bravo", "foxtrot", "delta"];
     for slug in slugs {
         let created = store.create_team(team(slug)).await.unwrap();
         assert_eq!(created.resource_version, 1);
@@ -109,11 +104,7 @@ pub async fn teams_create_get_and_paginate(store: Store) {
         seen.extend(page.items.iter().map(|t| t.spec.slug.clone()));
         match page.next {
             Some(next) => {
-                assert_eq!(
-                    Some(&next),
-                    seen.last(),
-                    "cursor is the last key of the page"
-                );
+                assert_eq!(Some(&next), seen.last(), "cursor is the last key of the page");
                 after = Some(next);
             }
             None => break,
@@ -134,14 +125,7 @@ pub async fn teams_create_get_and_paginate(store: Store) {
     let tail = store.list_teams(Some("foxtrot"), 10).await.unwrap();
     assert_eq!(tail.items.len(), 1);
     assert_eq!(tail.items[0].spec.slug, "golf");
-    assert!(
-        store
-            .list_teams(Some("zulu"), 10)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(store.list_teams(Some("zulu"), 10).await.unwrap().items.is_empty());
 }
 
 pub async fn duplicate_create_is_already_exists(store: Store) {
@@ -149,40 +133,22 @@ pub async fn duplicate_create_is_already_exists(store: Store) {
     let mut other = team("payments");
     other.name = "Someone else".into();
     match store.create_team(other).await {
-        Err(RecordsError::AlreadyExists {
-            kind: RecordKind::Team,
-            key,
-        }) => assert_eq!(key, "payments"),
+        Err(RecordsError::AlreadyExists { kind: RecordKind::Team, key }) => {
+            assert_eq!(key, "payments")
+        }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(
-        store.get_team("payments").await.unwrap().spec.name,
-        "Team payments"
-    );
+    assert_eq!(store.get_team("payments").await.unwrap().spec.name, "Team payments");
 
-    store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await
-        .unwrap();
-    let again = store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await;
+    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+    let again = store.create_environment(EnvironmentSpec::named("dev")).await;
     assert!(
-        matches!(
-            again,
-            Err(RecordsError::AlreadyExists {
-                kind: RecordKind::Environment,
-                ..
-            })
-        ),
+        matches!(again, Err(RecordsError::AlreadyExists { kind: RecordKind::Environment, .. })),
         "{again:?}"
     );
     assert_eq!(
         outbox(&store).await,
-        [
-            ev("muster.team.created", "payments", 1),
-            ev("muster.environment.created", "dev", 1)
-        ]
+        [ev("muster.team.created", "payments", 1), ev("muster.environment.created", "dev", 1)]
     );
 }
 
@@ -190,21 +156,14 @@ pub async fn stale_update_is_a_conflict_and_writes_nothing(store: Store) {
     store.create_team(team("payments")).await.unwrap();
     let mut first = team("payments");
     first.description = "first".into();
-    assert_eq!(
-        store
-            .update_team(first, Some(1))
-            .await
-            .unwrap()
-            .resource_version,
-        2
-    );
+    assert_eq!(store.update_team(first, Some(1)).await.unwrap().resource_version, 2);
 
     let mut stale = team("payments");
     stale.description = "stale".into();
     match store.update_team(stale, Some(1)).await {
-        Err(RecordsError::VersionConflict {
-            expected, current, ..
-        }) => assert_eq!((expected, current), (1, 2)),
+        Err(RecordsError::VersionConflict { expected, current, .. }) => {
+            assert_eq!((expected, current), (1, 2))
+        }
         other => panic!("expected VersionConflict, got {other:?}"),
     }
     let stored = store.get_team("payments").await.unwrap();
@@ -212,21 +171,12 @@ pub async fn stale_update_is_a_conflict_and_writes_nothing(store: Store) {
     assert_eq!(stored.resource_version, 2);
 
     let delete = store.delete_team("payments", Some(1)).await;
-    assert!(
-        matches!(
-            delete,
-            Err(RecordsError::VersionConflict { current: 2, .. })
-        ),
-        "{delete:?}"
-    );
+    assert!(matches!(delete, Err(RecordsError::VersionConflict { current: 2, .. })), "{delete:?}");
     assert!(!store.get_team("payments").await.unwrap().is_deleted());
 
     assert_eq!(
         outbox(&store).await,
-        [
-            ev("muster.team.created", "payments", 1),
-            ev("muster.team.updated", "payments", 2)
-        ]
+        [ev("muster.team.created", "payments", 1), ev("muster.team.updated", "payments", 2)]
     );
 }
 
@@ -250,37 +200,22 @@ pub async fn update_bumps_resource_version(store: Store) {
 pub async fn missing_records_are_not_found(store: Store) {
     let not_found = |r: &Result<_, RecordsError>| matches!(r, Err(RecordsError::NotFound { .. }));
     assert!(not_found(&store.get_team("ghost").await.map(drop)));
-    assert!(not_found(
-        &store.update_team(team("ghost"), None).await.map(drop)
-    ));
+    assert!(not_found(&store.update_team(team("ghost"), None).await.map(drop)));
     assert!(not_found(&store.delete_team("ghost", None).await.map(drop)));
     assert!(!store.purge_team("ghost").await.unwrap());
     assert!(not_found(&store.get_environment("ghost").await.map(drop)));
     assert!(not_found(
-        &store
-            .update_environment(EnvironmentSpec::named("ghost"), None)
-            .await
-            .map(drop)
+        &store.update_environment(EnvironmentSpec::named("ghost"), None).await.map(drop)
     ));
+    assert!(not_found(&store.delete_environment("ghost", None).await.map(drop)));
+    assert!(not_found(&store.get_namespace("ghost", "dev").await.map(drop)));
     assert!(not_found(
-        &store.delete_environment("ghost", None).await.map(drop)
-    ));
-    assert!(not_found(
-        &store.get_namespace("ghost", "dev").await.map(drop)
-    ));
-    assert!(not_found(
-        &store
-            .set_namespace_state("ghost", "dev", NamespaceState::Deleting)
-            .await
-            .map(drop)
+        &store.set_namespace_state("ghost", "dev", NamespaceState::Deleting).await.map(drop)
     ));
     assert!(!store.delete_namespace("ghost", "dev").await.unwrap());
     // Namespace records need a live team.
     match store.upsert_namespace(namespace("ghost", "dev")).await {
-        Err(RecordsError::NotFound {
-            kind: RecordKind::Team,
-            key,
-        }) => assert_eq!(key, "ghost"),
+        Err(RecordsError::NotFound { kind: RecordKind::Team, key }) => assert_eq!(key, "ghost"),
         other => panic!("expected NotFound team, got {other:?}"),
     }
     assert!(outbox(&store).await.is_empty());
@@ -288,25 +223,13 @@ pub async fn missing_records_are_not_found(store: Store) {
 
 pub async fn tombstone_delete_then_purge(store: Store) {
     store.create_team(team("payments")).await.unwrap();
-    store
-        .upsert_namespace(namespace("payments", "dev"))
-        .await
-        .unwrap();
-    store
-        .upsert_namespace(namespace("payments", "prod"))
-        .await
-        .unwrap();
+    store.upsert_namespace(namespace("payments", "dev")).await.unwrap();
+    store.upsert_namespace(namespace("payments", "prod")).await.unwrap();
     store.create_team(team("search")).await.unwrap();
-    store
-        .upsert_namespace(namespace("search", "dev"))
-        .await
-        .unwrap();
+    store.upsert_namespace(namespace("search", "dev")).await.unwrap();
 
     let purge_live = store.purge_team("payments").await;
-    assert!(
-        matches!(purge_live, Err(RecordsError::NotTombstoned { .. })),
-        "{purge_live:?}"
-    );
+    assert!(matches!(purge_live, Err(RecordsError::NotTombstoned { .. })), "{purge_live:?}");
 
     let tombstone = store.delete_team("payments", Some(1)).await.unwrap();
     assert_eq!(tombstone.resource_version, 2);
@@ -314,32 +237,17 @@ pub async fn tombstone_delete_then_purge(store: Store) {
     assert!(deleted_at <= Utc::now());
     assert_eq!(store.get_team("payments").await.unwrap(), tombstone);
     // Deleting again is a no-op: same record, no second event.
-    assert_eq!(
-        store.delete_team("payments", None).await.unwrap(),
-        tombstone
-    );
+    assert_eq!(store.delete_team("payments", None).await.unwrap(), tombstone);
 
     // A tombstone is read-only and still holds its slug.
     let update = store.update_team(team("payments"), None).await;
-    assert!(
-        matches!(update, Err(RecordsError::Tombstoned { .. })),
-        "{update:?}"
-    );
+    assert!(matches!(update, Err(RecordsError::Tombstoned { .. })), "{update:?}");
     let create = store.create_team(team("payments")).await;
-    assert!(
-        matches!(create, Err(RecordsError::AlreadyExists { .. })),
-        "{create:?}"
-    );
+    assert!(matches!(create, Err(RecordsError::AlreadyExists { .. })), "{create:?}");
     let upsert = store.upsert_namespace(namespace("payments", "test")).await;
-    assert!(
-        matches!(upsert, Err(RecordsError::Tombstoned { .. })),
-        "{upsert:?}"
-    );
+    assert!(matches!(upsert, Err(RecordsError::Tombstoned { .. })), "{upsert:?}");
     // The teardown can still walk its namespace records.
-    let set = store
-        .set_namespace_state("payments", "dev", NamespaceState::Deleting)
-        .await
-        .unwrap();
+    let set = store.set_namespace_state("payments", "dev", NamespaceState::Deleting).await.unwrap();
     assert_eq!(set.state, NamespaceState::Deleting);
 
     let listed = store.list_teams(None, 10).await.unwrap();
@@ -347,33 +255,21 @@ pub async fn tombstone_delete_then_purge(store: Store) {
     assert!(listed.items[0].is_deleted());
 
     assert!(store.purge_team("payments").await.unwrap());
-    assert!(matches!(
-        store.get_team("payments").await,
-        Err(RecordsError::NotFound { .. })
-    ));
-    let left = store
-        .list_namespaces(&NamespaceFilter::default())
-        .await
-        .unwrap();
+    assert!(matches!(store.get_team("payments").await, Err(RecordsError::NotFound { .. })));
+    let left = store.list_namespaces(&NamespaceFilter::default()).await.unwrap();
     assert_eq!(
         left.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
         ["search-dev"],
         "purge removes the team's namespace records"
     );
-    assert!(
-        !store.purge_team("payments").await.unwrap(),
-        "purge is idempotent"
-    );
+    assert!(!store.purge_team("payments").await.unwrap(), "purge is idempotent");
 
     // The slug is free again and starts over.
     let reborn = store.create_team(team("payments")).await.unwrap();
     assert_eq!(reborn.resource_version, 1);
     assert!(!reborn.is_deleted());
     // The namespace name is free again too.
-    store
-        .upsert_namespace(namespace("payments", "dev"))
-        .await
-        .unwrap();
+    store.upsert_namespace(namespace("payments", "dev")).await.unwrap();
 
     assert_eq!(
         outbox(&store).await,
@@ -387,32 +283,20 @@ pub async fn tombstone_delete_then_purge(store: Store) {
 }
 
 pub async fn environment_crud(store: Store) {
-    let dev = store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await
-        .unwrap();
+    let dev = store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
     assert_eq!(dev.resource_version, 1);
     assert!(dev.spec.clusters.is_empty() && !dev.spec.allow_namespace_deletion);
     for name in ["prod", "test", "staging"] {
-        store
-            .create_environment(EnvironmentSpec::named(name))
-            .await
-            .unwrap();
+        store.create_environment(EnvironmentSpec::named(name)).await.unwrap();
     }
     assert_eq!(store.get_environment("dev").await.unwrap(), dev);
 
     let first = store.list_environments(None, 2).await.unwrap();
     let names = |p: &workflows::records::Page<workflows::records::Environment>| {
-        p.items
-            .iter()
-            .map(|e| e.spec.name.clone())
-            .collect::<Vec<_>>()
+        p.items.iter().map(|e| e.spec.name.clone()).collect::<Vec<_>>()
     };
     assert_eq!(names(&first), ["dev", "prod"]);
-    let second = store
-        .list_environments(first.next.as_deref(), 2)
-        .await
-        .unwrap();
+    let second = store.list_environments(first.next.as_deref(), 2).await.unwrap();
     assert_eq!(names(&second), ["staging", "test"]);
     assert!(second.next.is_none());
 
@@ -421,46 +305,26 @@ pub async fn environment_crud(store: Store) {
     spec.default_quota.insert("requests.cpu".into(), "4".into());
     spec.default_limits.insert("memory".into(), "1Gi".into());
     spec.allow_namespace_deletion = true;
-    let updated = store
-        .update_environment(spec.clone(), Some(1))
-        .await
-        .unwrap();
+    let updated = store.update_environment(spec.clone(), Some(1)).await.unwrap();
     assert_eq!(updated.resource_version, 2);
     assert_eq!(updated.spec, spec);
     assert_eq!(updated.created_at, dev.created_at);
 
-    let stale = store
-        .update_environment(EnvironmentSpec::named("dev"), Some(1))
-        .await;
-    assert!(
-        matches!(stale, Err(RecordsError::VersionConflict { current: 2, .. })),
-        "{stale:?}"
-    );
+    let stale = store.update_environment(EnvironmentSpec::named("dev"), Some(1)).await;
+    assert!(matches!(stale, Err(RecordsError::VersionConflict { current: 2, .. })), "{stale:?}");
     let stale_delete = store.delete_environment("dev", Some(1)).await;
-    assert!(
-        matches!(stale_delete, Err(RecordsError::VersionConflict { .. })),
-        "{stale_delete:?}"
-    );
+    assert!(matches!(stale_delete, Err(RecordsError::VersionConflict { .. })), "{stale_delete:?}");
     assert_eq!(store.get_environment("dev").await.unwrap(), updated);
 
     // Deletion is final (no tombstone) and announces the last state.
     let gone = store.delete_environment("dev", Some(2)).await.unwrap();
     assert_eq!(gone, updated);
-    assert!(matches!(
-        store.get_environment("dev").await,
-        Err(RecordsError::NotFound { .. })
-    ));
-    let again = store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await
-        .unwrap();
+    assert!(matches!(store.get_environment("dev").await, Err(RecordsError::NotFound { .. })));
+    let again = store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
     assert_eq!(again.resource_version, 1);
 
     let events = store.outbox_pending(100).await.unwrap();
-    let deleted = events
-        .iter()
-        .find(|e| e.event_type == "muster.environment.deleted")
-        .unwrap();
+    let deleted = events.iter().find(|e| e.event_type == "muster.environment.deleted").unwrap();
     assert_eq!(deleted.data["allow_namespace_deletion"], true);
     assert_eq!(
         outbox(&store).await,
@@ -482,27 +346,15 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
     }
     let events_before = outbox(&store).await.len();
 
-    let created = store
-        .upsert_namespace(namespace("alpha", "dev"))
-        .await
-        .unwrap();
+    let created = store.upsert_namespace(namespace("alpha", "dev")).await.unwrap();
     assert_eq!(created.name, "alpha-dev");
     assert_eq!(created.state, NamespaceState::Active);
     assert_eq!(created.resource_version, 1);
-    store
-        .upsert_namespace(namespace("alpha", "prod"))
-        .await
-        .unwrap();
-    store
-        .upsert_namespace(namespace("beta", "dev"))
-        .await
-        .unwrap();
+    store.upsert_namespace(namespace("alpha", "prod")).await.unwrap();
+    store.upsert_namespace(namespace("beta", "dev")).await.unwrap();
 
     // An upsert that changes nothing keeps the version.
-    let same = store
-        .upsert_namespace(namespace("alpha", "dev"))
-        .await
-        .unwrap();
+    let same = store.upsert_namespace(namespace("alpha", "dev")).await.unwrap();
     assert_eq!(same, created);
     let mut bigger = namespace("alpha", "dev");
     bigger.quota.insert("requests.cpu".into(), "8".into());
@@ -514,62 +366,28 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
     let names = |records: Vec<workflows::records::NamespaceRecord>| {
         records.into_iter().map(|r| r.name).collect::<Vec<_>>()
     };
-    let by_env = NamespaceFilter {
-        environment: Some("dev".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        names(store.list_namespaces(&by_env).await.unwrap()),
-        ["alpha-dev", "beta-dev"]
-    );
-    let by_team = NamespaceFilter {
-        team: Some("alpha".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        names(store.list_namespaces(&by_team).await.unwrap()),
-        ["alpha-dev", "alpha-prod"]
-    );
-    let both = NamespaceFilter {
-        team: Some("beta".into()),
-        environment: Some("dev".into()),
-        state: None,
-    };
-    assert_eq!(
-        names(store.list_namespaces(&both).await.unwrap()),
-        ["beta-dev"]
-    );
+    let by_env = NamespaceFilter { environment: Some("dev".into()), ..Default::default() };
+    assert_eq!(names(store.list_namespaces(&by_env).await.unwrap()), ["alpha-dev", "beta-dev"]);
+    let by_team = NamespaceFilter { team: Some("alpha".into()), ..Default::default() };
+    assert_eq!(names(store.list_namespaces(&by_team).await.unwrap()), ["alpha-dev", "alpha-prod"]);
+    let both =
+        NamespaceFilter { team: Some("beta".into()), environment: Some("dev".into()), state: None };
+    assert_eq!(names(store.list_namespaces(&both).await.unwrap()), ["beta-dev"]);
 
-    let deleting = store
-        .set_namespace_state("alpha", "prod", NamespaceState::Deleting)
-        .await
-        .unwrap();
-    assert_eq!(
-        (deleting.state, deleting.resource_version),
-        (NamespaceState::Deleting, 2)
-    );
-    let unchanged = store
-        .set_namespace_state("alpha", "prod", NamespaceState::Deleting)
-        .await
-        .unwrap();
+    let deleting =
+        store.set_namespace_state("alpha", "prod", NamespaceState::Deleting).await.unwrap();
+    assert_eq!((deleting.state, deleting.resource_version), (NamespaceState::Deleting, 2));
+    let unchanged =
+        store.set_namespace_state("alpha", "prod", NamespaceState::Deleting).await.unwrap();
     assert_eq!(unchanged, deleting, "setting the same state is a no-op");
-    let by_state = NamespaceFilter {
-        state: Some(NamespaceState::Deleting),
-        ..Default::default()
-    };
-    assert_eq!(
-        names(store.list_namespaces(&by_state).await.unwrap()),
-        ["alpha-prod"]
-    );
+    let by_state = NamespaceFilter { state: Some(NamespaceState::Deleting), ..Default::default() };
+    assert_eq!(names(store.list_namespaces(&by_state).await.unwrap()), ["alpha-prod"]);
     let active_dev = NamespaceFilter {
         environment: Some("dev".into()),
         state: Some(NamespaceState::Active),
         team: None,
     };
-    assert_eq!(
-        names(store.list_namespaces(&active_dev).await.unwrap()).len(),
-        2
-    );
+    assert_eq!(names(store.list_namespaces(&active_dev).await.unwrap()).len(), 2);
 
     let report = ClusterStatus {
         outcome: ClusterOutcome::Retained,
@@ -577,10 +395,8 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
         observed_version: Some(2),
         reported_at: Utc::now(),
     };
-    let reported = store
-        .set_cluster_status("alpha", "prod", "prod-eu-1", report.clone())
-        .await
-        .unwrap();
+    let reported =
+        store.set_cluster_status("alpha", "prod", "prod-eu-1", report.clone()).await.unwrap();
     assert_eq!(reported.resource_version, 3);
     assert_eq!(reported.clusters["prod-eu-1"], report);
     let applied = ClusterStatus {
@@ -589,35 +405,19 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
         observed_version: Some(3),
         reported_at: Utc::now(),
     };
-    let two = store
-        .set_cluster_status("alpha", "prod", "prod-us-1", applied)
-        .await
-        .unwrap();
+    let two = store.set_cluster_status("alpha", "prod", "prod-us-1", applied).await.unwrap();
     assert_eq!(two.clusters.len(), 2);
 
     // Upserting again revives the record and keeps the cluster reports.
-    let revived = store
-        .upsert_namespace(namespace("alpha", "prod"))
-        .await
-        .unwrap();
+    let revived = store.upsert_namespace(namespace("alpha", "prod")).await.unwrap();
     assert_eq!(revived.state, NamespaceState::Active);
     assert_eq!(revived.resource_version, 5);
     assert_eq!(revived.clusters, two.clusters);
-    assert_eq!(
-        revived.created_at,
-        store
-            .get_namespace("alpha", "prod")
-            .await
-            .unwrap()
-            .created_at
-    );
+    assert_eq!(revived.created_at, store.get_namespace("alpha", "prod").await.unwrap().created_at);
 
     assert!(store.delete_namespace("alpha", "prod").await.unwrap());
     assert!(!store.delete_namespace("alpha", "prod").await.unwrap());
-    assert_eq!(
-        names(store.list_namespaces(&by_team).await.unwrap()),
-        ["alpha-dev"]
-    );
+    assert_eq!(names(store.list_namespaces(&by_team).await.unwrap()), ["alpha-dev"]);
 
     assert_eq!(
         outbox(&store).await.len(),
@@ -631,48 +431,29 @@ pub async fn namespace_name_collisions_are_refused(store: Store) {
     store.create_team(team("a")).await.unwrap();
     store.upsert_namespace(namespace("a-b", "c")).await.unwrap();
     match store.upsert_namespace(namespace("a", "b-c")).await {
-        Err(RecordsError::AlreadyExists {
-            kind: RecordKind::Namespace,
-            key,
-        }) => assert_eq!(key, "a-b-c"),
+        Err(RecordsError::AlreadyExists { kind: RecordKind::Namespace, key }) => {
+            assert_eq!(key, "a-b-c")
+        }
         other => panic!("expected AlreadyExists namespace, got {other:?}"),
     }
-    assert!(matches!(
-        store.get_namespace("a", "b-c").await,
-        Err(RecordsError::NotFound { .. })
-    ));
+    assert!(matches!(store.get_namespace("a", "b-c").await, Err(RecordsError::NotFound { .. })));
     // Once the first record is gone, the name is free.
     assert!(store.delete_namespace("a-b", "c").await.unwrap());
     let second = store.upsert_namespace(namespace("a", "b-c")).await.unwrap();
     assert_eq!(second.name, "a-b-c");
     // Ordered by team, then environment: `a` before `a-b`.
-    store
-        .upsert_namespace(namespace("a-b", "dev"))
-        .await
-        .unwrap();
-    let all = store
-        .list_namespaces(&NamespaceFilter::default())
-        .await
-        .unwrap();
-    let keys: Vec<_> = all
-        .iter()
-        .map(|r| (r.spec.team.as_str(), r.spec.environment.as_str()))
-        .collect();
+    store.upsert_namespace(namespace("a-b", "dev")).await.unwrap();
+    let all = store.list_namespaces(&NamespaceFilter::default()).await.unwrap();
+    let keys: Vec<_> =
+        all.iter().map(|r| (r.spec.team.as_str(), r.spec.environment.as_str())).collect();
     assert_eq!(keys, [("a", "b-c"), ("a-b", "dev")]);
 }
 
 pub async fn outbox_follows_every_change_in_order(store: Store) {
     assert!(store.outbox_pending(10).await.unwrap().is_empty());
     store.create_team(team("alpha")).await.unwrap();
-    assert_eq!(
-        outbox(&store).await.len(),
-        1,
-        "the event is there as soon as the change"
-    );
-    store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await
-        .unwrap();
+    assert_eq!(outbox(&store).await.len(), 1, "the event is there as soon as the change");
+    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
     store.update_team(team("alpha"), Some(1)).await.unwrap();
     store.create_team(team("beta")).await.unwrap();
     store.delete_team("alpha", None).await.unwrap();
@@ -703,117 +484,71 @@ pub async fn outbox_follows_every_change_in_order(store: Store) {
     store.outbox_remove(&remove).await.unwrap();
     assert_eq!(outbox(&store).await, expected[2..]);
     // Removing again, or unknown ids, is harmless.
-    store
-        .outbox_remove(&[remove[0].clone(), "no-such-id".into()])
-        .await
-        .unwrap();
+    store.outbox_remove(&[remove[0].clone(), "no-such-id".into()]).await.unwrap();
     store.outbox_remove(&[]).await.unwrap();
     assert_eq!(outbox(&store).await, expected[2..]);
     // Removal by id, not by position.
     store.outbox_remove(&[events[3].id.clone()]).await.unwrap();
-    assert_eq!(
-        outbox(&store).await,
-        [expected[2].clone(), expected[4].clone()]
-    );
+    assert_eq!(outbox(&store).await, [expected[2].clone(), expected[4].clone()]);
     // New changes queue behind what is pending.
     store.create_team(team("gamma")).await.unwrap();
-    assert_eq!(
-        outbox(&store).await.last().unwrap(),
-        &ev("muster.team.created", "gamma", 1)
-    );
+    assert_eq!(outbox(&store).await.last().unwrap(), &ev("muster.team.created", "gamma", 1));
 }
 
 pub async fn invalid_records_write_nothing(store: Store) {
     let mut bad = team("Bad Slug");
     bad.members = vec!["ok".into(), "-bad".into()];
     match store.create_team(bad).await {
-        Err(RecordsError::Invalid {
-            kind: RecordKind::Team,
-            errors,
-        }) => {
+        Err(RecordsError::Invalid { kind: RecordKind::Team, errors }) => {
             let text = errors.to_string();
-            assert!(
-                text.contains("slug: \"Bad Slug\" is not a DNS-1123 label"),
-                "{text}"
-            );
-            assert!(
-                text.contains("members[1]: \"-bad\" is not a valid GitHub login"),
-                "{text}"
-            );
+            assert!(text.contains("slug: \"Bad Slug\" is not a DNS-1123 label"), "{text}");
+            assert!(text.contains("members[1]: \"-bad\" is not a valid GitHub login"), "{text}");
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
 
     store.create_team(team("payments")).await.unwrap();
-    store
-        .create_environment(EnvironmentSpec::named("dev"))
-        .await
-        .unwrap();
+    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
     let before = outbox(&store).await;
 
     let mut bad_update = team("payments");
     bad_update.maintainers.push("alice".into()); // also a member
     let update = store.update_team(bad_update, Some(1)).await;
-    assert!(
-        matches!(update, Err(RecordsError::Invalid { .. })),
-        "{update:?}"
-    );
-    assert_eq!(
-        store.get_team("payments").await.unwrap().resource_version,
-        1
-    );
+    assert!(matches!(update, Err(RecordsError::Invalid { .. })), "{update:?}");
+    assert_eq!(store.get_team("payments").await.unwrap().resource_version, 1);
 
     let mut bad_env = EnvironmentSpec::named("dev");
     bad_env.default_quota.insert("cpu".into(), "lots".into());
     let env = store.update_environment(bad_env.clone(), None).await;
     assert!(matches!(env, Err(RecordsError::Invalid { .. })), "{env:?}");
     bad_env.name = "qa".into();
-    assert!(matches!(
-        store.create_environment(bad_env).await,
-        Err(RecordsError::Invalid { .. })
-    ));
-    assert!(matches!(
-        store.get_environment("qa").await,
-        Err(RecordsError::NotFound { .. })
-    ));
+    assert!(matches!(store.create_environment(bad_env).await, Err(RecordsError::Invalid { .. })));
+    assert!(matches!(store.get_environment("qa").await, Err(RecordsError::NotFound { .. })));
 
     // `payments-` + a 55-character environment name is longer than a namespace name may be.
     let long_env = "e".repeat(55);
-    let long = store
-        .upsert_namespace(namespace("payments", &long_env))
-        .await;
+    let long = store.upsert_namespace(namespace("payments", &long_env)).await;
     match long {
         Err(RecordsError::Invalid { errors, .. }) => {
             assert_eq!(errors.errors()[0].path, "name")
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
-    store
-        .upsert_namespace(namespace("payments", "dev"))
-        .await
-        .unwrap();
+    store.upsert_namespace(namespace("payments", "dev")).await.unwrap();
     let bad_status = ClusterStatus {
         outcome: ClusterOutcome::Failed,
         message: None,
         observed_version: None,
         reported_at: Utc::now(),
     };
-    let status = store
-        .set_cluster_status("payments", "dev", "Not A Cluster", bad_status)
-        .await;
-    assert!(
-        matches!(status, Err(RecordsError::Invalid { .. })),
-        "{status:?}"
-    );
+    let status = store.set_cluster_status("payments", "dev", "Not A Cluster", bad_status).await;
+    assert!(matches!(status, Err(RecordsError::Invalid { .. })), "{status:?}");
     let record = store.get_namespace("payments", "dev").await.unwrap();
     assert_eq!(record.resource_version, 1);
     assert!(record.clusters.is_empty());
 
     assert_eq!(store.list_teams(None, 10).await.unwrap().items.len(), 1);
-    assert_eq!(
-        store.list_environments(None, 10).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(store.list_environments(None, 10).await.unwrap().items.len(), 1);
     assert_eq!(outbox(&store).await, before);
 }
 
@@ -825,12 +560,7 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
         let store = Arc::clone(&store);
         creates.spawn(async move { store.create_team(team("payments")).await.is_ok() });
     }
-    let won = creates
-        .join_all()
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let won = creates.join_all().await.into_iter().filter(|ok| *ok).count();
     assert_eq!(won, 1);
 
     // Racing updates without expected versions: each gets its own version and event.
@@ -840,26 +570,14 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
         updates.spawn(async move {
             let mut spec = team("payments");
             spec.description = format!("writer {i}");
-            store
-                .update_team(spec, None)
-                .await
-                .unwrap()
-                .resource_version
+            store.update_team(spec, None).await.unwrap().resource_version
         });
     }
     let mut versions = updates.join_all().await;
     versions.sort_unstable();
     assert_eq!(versions, (2..=WRITERS + 1).collect::<Vec<_>>());
-    let seen: Vec<u64> = outbox(&store)
-        .await
-        .into_iter()
-        .map(|(_, _, v)| v)
-        .collect();
-    assert_eq!(
-        seen,
-        (1..=WRITERS + 1).collect::<Vec<_>>(),
-        "events in version order"
-    );
+    let seen: Vec<u64> = outbox(&store).await.into_iter().map(|(_, _, v)| v).collect();
+    assert_eq!(seen, (1..=WRITERS + 1).collect::<Vec<_>>(), "events in version order");
 
     // Racing upserts of one new namespace record, each a different quota: all apply in turn.
     let mut upserts = tokio::task::JoinSet::new();
@@ -867,8 +585,7 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
         let store = Arc::clone(&store);
         upserts.spawn(async move {
             let mut spec = namespace("payments", "dev");
-            spec.quota
-                .insert("requests.cpu".into(), (i + 1).to_string());
+            spec.quota.insert("requests.cpu".into(), (i + 1).to_string());
             store.upsert_namespace(spec).await.unwrap().resource_version
         });
     }

@@ -4,7 +4,7 @@
 //! [`Journal`] is the contract; [`sled::SledJournal`] the embedded implementation.
 //!
 //! # Guarantees
-//! `put_run` and `put_step(.., Durability::Flush)` return only once the record and everything
+//! `put_run` and `put_step` with [`Durability::Flush`] return only once the record and everything
 //! written before it is on disk (fsync), so the runtime can
 //! rely on the ordering "step durable → next step starts" and "run finished durable → ack".
 
@@ -162,8 +162,8 @@ pub enum JournalError {
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError>;
-    /// Stores a run durably (see the module's guarantees).
-    async fn put_run(&self, run: &RunRecord) -> Result<(), JournalError>;
+    /// Stores a run; durably when `durability` says so.
+    async fn put_run(&self, run: &RunRecord, durability: Durability) -> Result<(), JournalError>;
     async fn step(&self, run_id: &str, index: u32) -> Result<Option<StepRecord>, JournalError>;
     /// Stores a step; durably when `durability` says so.
     async fn put_step(&self, step: &StepRecord, durability: Durability)

@@ -63,6 +63,13 @@ impl SledJournal {
         &self.db
     }
 
+    async fn finish_write(&self, durability: Durability) -> Result<(), JournalError> {
+        match durability {
+            Durability::Flush => self.durable().await,
+            Durability::Lazy => Ok(()),
+        }
+    }
+
     /// Returns once everything this task wrote before calling is on disk.
     async fn durable(&self) -> Result<(), JournalError> {
         let ticket = self.commit.ticketed.fetch_add(1, Ordering::SeqCst) + 1;
@@ -115,12 +122,12 @@ impl Journal for SledJournal {
         self.runs.get(id)?.map(|bytes| decode(id.as_bytes(), &bytes)).transpose()
     }
 
-    async fn put_run(&self, run: &RunRecord) -> Result<(), JournalError> {
+    async fn put_run(&self, run: &RunRecord, durability: Durability) -> Result<(), JournalError> {
         let previous = self.runs.insert(run.id.as_bytes(), encode(run))?;
         if previous.is_none() {
             self.by_created.insert(created_key(run), run.id.as_bytes())?;
         }
-        self.durable().await
+        self.finish_write(durability).await
     }
 
     async fn step(&self, run_id: &str, index: u32) -> Result<Option<StepRecord>, JournalError> {
@@ -134,10 +141,7 @@ impl Journal for SledJournal {
         durability: Durability,
     ) -> Result<(), JournalError> {
         self.steps.insert(step_key(&step.run_id, step.index), encode(step))?;
-        match durability {
-            Durability::Flush => self.durable().await,
-            Durability::Lazy => Ok(()),
-        }
+        self.finish_write(durability).await
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError> {
@@ -227,10 +231,13 @@ mod tests {
         let t0 = Utc::now() - chrono::Duration::hours(2);
         {
             let journal = SledJournal::open(dir.path()).unwrap();
-            journal.put_run(&run("a", "ping", t0, RunStatus::Succeeded)).await.unwrap();
+            journal
+                .put_run(&run("a", "ping", t0, RunStatus::Succeeded), Durability::Flush)
+                .await
+                .unwrap();
             let b = run("b", "sync", t0 + chrono::Duration::minutes(1), RunStatus::Running);
-            journal.put_run(&b).await.unwrap();
-            journal.put_run(&b).await.unwrap(); // an update does not duplicate the index
+            journal.put_run(&b, Durability::Flush).await.unwrap();
+            journal.put_run(&b, Durability::Flush).await.unwrap(); // an update does not duplicate the index
             for index in [1, 0] {
                 journal
                     .put_step(

@@ -30,7 +30,9 @@ use super::dlq::{self, DeadLetter};
 use super::retry::RetryPolicy;
 use super::steps::JournalSteps;
 use crate::bus::{Names, codec};
-use crate::journal::{AttemptRecord, ErrorRecord, Journal, RunRecord, RunStatus, TriggerRecord};
+use crate::journal::{
+    AttemptRecord, Durability, ErrorRecord, Journal, RunRecord, RunStatus, TriggerRecord,
+};
 
 /// Messages requested per pull.
 const MAX_BATCH: usize = 256;
@@ -250,7 +252,10 @@ impl Runner {
                 history: Vec::new(),
             },
         };
-        run.attempts += 1;
+        let is_new = run.history.is_empty() && run.redrives == 0;
+        // The start of an attempt is journaled lazily, so a crash before the first step ends may
+        // lose it; JetStream's delivery count of this message still counts such attempts.
+        run.attempts = (run.attempts + 1).max(u32::try_from(context.delivered).unwrap_or(1));
         run.status = RunStatus::Running;
         run.updated_at = now;
         run.history.push(AttemptRecord {
@@ -262,11 +267,18 @@ impl Runner {
             retry_delay_ms: None,
         });
         tracing::Span::current().record("attempt", run.attempts);
-        if let Err(e) = self.journal.put_run(&run).await {
+        if let Err(e) = self.journal.put_run(&run, Durability::Lazy).await {
             return self.infra_failure("journaling the run's start", &e);
         }
+        let journaled = match is_new {
+            true => Vec::new(),
+            false => match self.journal.steps(&run.id).await {
+                Ok(steps) => steps,
+                Err(e) => return self.infra_failure("reading the run's steps", &e),
+            },
+        };
 
-        let steps = JournalSteps::new(self.journal.clone(), run_id.clone());
+        let steps = JournalSteps::new(self.journal.clone(), run_id.clone(), journaled);
         let mut ctx = RunContext::new(run_id, run.attempts, Box::new(steps));
         let result = AssertUnwindSafe(self.workflow.run(&mut ctx, event))
             .catch_unwind()
@@ -286,7 +298,7 @@ impl Runner {
                 run.output = Some(output);
                 run.error = None;
                 run.finished_at = Some(now);
-                if let Err(e) = self.journal.put_run(&run).await {
+                if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
                     return self.infra_failure("journaling the run's success", &e);
                 }
                 info!(attempts = run.attempts, "run succeeded");
@@ -316,7 +328,7 @@ impl Runner {
                 attempt.outcome = Some(RunStatus::Retrying);
                 attempt.retry_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 run.status = RunStatus::Retrying;
-                if let Err(e) = self.journal.put_run(&run).await {
+                if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
                     return self.infra_failure("journaling the run's retry", &e);
                 }
                 info!(attempts = run.attempts, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
@@ -327,7 +339,7 @@ impl Runner {
 
     /// Journals the failure, copies the event to the DLQ, records where, then terminates.
     async fn fail_into_dlq(&self, mut run: RunRecord, context: &MessageContext<'_>) -> Answer {
-        if let Err(e) = self.journal.put_run(&run).await {
+        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
             return self.infra_failure("journaling the run's failure", &e);
         }
         let error = run
@@ -350,7 +362,7 @@ impl Runner {
             Err(answer) => return answer,
         };
         run.dlq_sequence = Some(sequence);
-        if let Err(e) = self.journal.put_run(&run).await {
+        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
             return self.infra_failure("journaling the DLQ entry", &e);
         }
         self.announce(&run);

@@ -1,4 +1,8 @@
 //! [`StepJournal`] over the engine's [`Journal`]: how a run's steps reach the journal.
+//!
+//! The run's journaled steps are read once per attempt; a step is written when it ends: flushed
+//! when it succeeds (the next step must not start before), lazily when it fails (the run's retry
+//! or failure record that follows is flushed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,35 +16,49 @@ use crate::journal::{Durability, ErrorRecord, Journal, JournalError, StepRecord,
 pub(crate) struct JournalSteps {
     journal: Arc<dyn Journal>,
     run_id: String,
-    /// Steps this attempt started, to update without reading them back.
-    current: Mutex<HashMap<u32, StepRecord>>,
+    /// The run's steps as journaled, updated as this attempt goes.
+    steps: Mutex<HashMap<u32, StepRecord>>,
 }
 
 impl JournalSteps {
-    pub(crate) fn new(journal: Arc<dyn Journal>, run_id: String) -> Self {
-        Self { journal, run_id, current: Mutex::new(HashMap::new()) }
+    /// `journaled`: the run's steps from earlier attempts (empty for a new run).
+    pub(crate) fn new(
+        journal: Arc<dyn Journal>,
+        run_id: String,
+        journaled: Vec<StepRecord>,
+    ) -> Self {
+        let steps = journaled.into_iter().map(|step| (step.index, step)).collect();
+        Self { journal, run_id, steps: Mutex::new(steps) }
     }
 
-    fn take(&self, index: u32, name: &str) -> StepRecord {
-        let started = self.current.lock().expect("step cache lock").remove(&index);
-        started.unwrap_or_else(|| StepRecord {
-            run_id: self.run_id.clone(),
-            index,
-            name: name.to_owned(),
-            status: StepStatus::Running,
-            attempts: 1,
-            output: None,
-            error: None,
-            started_at: Utc::now(),
-            finished_at: None,
-            duration_ms: None,
-        })
+    fn steps(&self) -> std::sync::MutexGuard<'_, HashMap<u32, StepRecord>> {
+        self.steps.lock().expect("step map lock")
     }
 
-    fn finish(step: &mut StepRecord) {
+    /// Ends the step at `index` with `status` and returns the record to write.
+    fn end(&self, index: u32, name: &str, status: StepStatus) -> StepRecord {
+        let mut steps = self.steps();
+        let step = steps.entry(index).or_insert_with(|| new_step(&self.run_id, index, name, 1));
         let now = Utc::now();
+        step.status = status;
         step.finished_at = Some(now);
         step.duration_ms = u64::try_from((now - step.started_at).num_milliseconds()).ok();
+        step.clone()
+    }
+}
+
+fn new_step(run_id: &str, index: u32, name: &str, attempts: u32) -> StepRecord {
+    StepRecord {
+        run_id: run_id.to_owned(),
+        index,
+        name: name.to_owned(),
+        status: StepStatus::Running,
+        attempts,
+        output: None,
+        error: None,
+        started_at: Utc::now(),
+        finished_at: None,
+        duration_ms: None,
     }
 }
 
@@ -51,31 +69,15 @@ fn journal_error(e: JournalError) -> RunError {
 #[async_trait]
 impl StepJournal for JournalSteps {
     async fn finished(&self, index: u32) -> Result<Option<StoredStep>, RunError> {
-        let step = self.journal.step(&self.run_id, index).await.map_err(journal_error)?;
-        Ok(step.filter(|s| s.status == StepStatus::Succeeded).map(|s| StoredStep {
-            name: s.name,
-            output: s.output.unwrap_or(serde_json::Value::Null),
+        Ok(self.steps().get(&index).filter(|s| s.status == StepStatus::Succeeded).map(|s| {
+            StoredStep { name: s.name.clone(), output: s.output.clone().unwrap_or_default() }
         }))
     }
 
-    /// Not flushed: a start only informs (attempt counts, timings); the step's completion or
-    /// the run's next flushed write makes it durable.
     async fn start(&self, index: u32, name: &str) -> Result<(), RunError> {
-        let previous = self.journal.step(&self.run_id, index).await.map_err(journal_error)?;
-        let step = StepRecord {
-            run_id: self.run_id.clone(),
-            index,
-            name: name.to_owned(),
-            status: StepStatus::Running,
-            attempts: previous.map_or(1, |p| p.attempts + 1),
-            output: None,
-            error: None,
-            started_at: Utc::now(),
-            finished_at: None,
-            duration_ms: None,
-        };
-        self.journal.put_step(&step, Durability::Lazy).await.map_err(journal_error)?;
-        self.current.lock().expect("step cache lock").insert(index, step);
+        let mut steps = self.steps();
+        let attempts = steps.get(&index).map_or(1, |previous| previous.attempts + 1);
+        steps.insert(index, new_step(&self.run_id, index, name, attempts));
         Ok(())
     }
 
@@ -85,19 +87,17 @@ impl StepJournal for JournalSteps {
         name: &str,
         output: &serde_json::Value,
     ) -> Result<(), RunError> {
-        let mut step = self.take(index, name);
-        step.status = StepStatus::Succeeded;
+        let mut step = self.end(index, name, StepStatus::Succeeded);
         step.output = Some(output.clone());
-        Self::finish(&mut step);
+        self.steps().insert(index, step.clone());
         self.journal.put_step(&step, Durability::Flush).await.map_err(journal_error)
     }
 
     async fn fail(&self, index: u32, name: &str, error: &RunError) -> Result<(), RunError> {
-        let mut step = self.take(index, name);
-        step.status = StepStatus::Failed;
+        let mut step = self.end(index, name, StepStatus::Failed);
         step.error =
             Some(ErrorRecord { kind: error.kind_name().into(), message: error.message.clone() });
-        Self::finish(&mut step);
+        self.steps().insert(index, step.clone());
         self.journal.put_step(&step, Durability::Lazy).await.map_err(journal_error)
     }
 }

@@ -89,12 +89,7 @@ pub struct Environment {
 impl Environment {
     /// A new record at resource version 1.
     pub fn new(spec: EnvironmentSpec, now: DateTime<Utc>) -> Self {
-        Environment {
-            spec,
-            resource_version: 1,
-            created_at: now,
-            updated_at: now,
-        }
+        Environment { spec, resource_version: 1, created_at: now, updated_at: now }
     }
 
     /// The record after a full update with `spec`: next resource version.
@@ -129,8 +124,7 @@ mod tests {
         let mut spec = EnvironmentSpec::named("Prod");
         spec.clusters = vec!["eu-1".into(), "eu-1".into(), "EU_2".into()];
         spec.default_quota.insert("requests.cpu".into(), "4".into());
-        spec.default_quota
-            .insert("limits.memory".into(), "lots".into());
+        spec.default_quota.insert("limits.memory".into(), "lots".into());
         spec.default_limits.insert("memory".into(), "-1Gi".into());
         spec.default_limits.insert("cpu".into(), "500m".into());
         let err = spec.validate().unwrap_err();
@@ -145,10 +139,7 @@ mod tests {
                 "default_limits[\"memory\"]"
             ]
         );
-        assert!(
-            err.to_string()
-                .contains("\"lots\" is not a Kubernetes quantity")
-        );
+        assert!(err.to_string().contains("\"lots\" is not a Kubernetes quantity"));
     }
 
     #[test]

@@ -40,12 +40,7 @@ pub enum RecordsError {
 
     /// The caller's expected resource version is not the stored one; nothing was written.
     #[error("{kind} {key:?} is at resource version {current}, not {expected}")]
-    VersionConflict {
-        kind: RecordKind,
-        key: String,
-        expected: u64,
-        current: u64,
-    },
+    VersionConflict { kind: RecordKind, key: String, expected: u64, current: u64 },
 
     /// The team is tombstoned: it can be read, deleted again (a no-op) or purged, not changed.
     #[error("{kind} {key:?} is deleted and awaits its purge")]
@@ -57,10 +52,7 @@ pub enum RecordsError {
 
     /// The record failed validation; nothing was written.
     #[error("invalid {kind}: {errors}")]
-    Invalid {
-        kind: RecordKind,
-        errors: ValidationErrors,
-    },
+    Invalid { kind: RecordKind, errors: ValidationErrors },
 
     /// The storage backend failed. If the failure hit the commit itself (a lost connection),
     /// the change may or may not have been applied: re-read before retrying a mutation.
@@ -76,46 +68,28 @@ impl RecordsError {
     /// A backend failure that may succeed when tried again (connection lost, pool exhausted,
     /// serialization failure, I/O error).
     pub fn transient(source: impl Into<BoxError>) -> Self {
-        RecordsError::Backend {
-            retryable: true,
-            source: source.into(),
-        }
+        RecordsError::Backend { retryable: true, source: source.into() }
     }
 
     /// A backend failure that will not go away by retrying (corrupt data, schema mismatch).
     pub fn permanent(source: impl Into<BoxError>) -> Self {
-        RecordsError::Backend {
-            retryable: false,
-            source: source.into(),
-        }
+        RecordsError::Backend { retryable: false, source: source.into() }
     }
 
     /// Whether the same call may succeed later, unchanged. Only transient backend failures are;
     /// a version conflict needs a re-read and a new expected version first.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            RecordsError::Backend {
-                retryable: true,
-                ..
-            }
-        )
+        matches!(self, RecordsError::Backend { retryable: true, .. })
     }
 
     /// `NotFound` for `kind` `key`.
     pub fn not_found(kind: RecordKind, key: impl Into<String>) -> Self {
-        RecordsError::NotFound {
-            kind,
-            key: key.into(),
-        }
+        RecordsError::NotFound { kind, key: key.into() }
     }
 
     /// `AlreadyExists` for `kind` `key`.
     pub fn already_exists(kind: RecordKind, key: impl Into<String>) -> Self {
-        RecordsError::AlreadyExists {
-            kind,
-            key: key.into(),
-        }
+        RecordsError::AlreadyExists { kind, key: key.into() }
     }
 
     /// `Ok` when no version is expected or it is `current`; `VersionConflict` otherwise.
@@ -126,12 +100,9 @@ impl RecordsError {
         current: u64,
     ) -> RecordsResult<()> {
         match expected {
-            Some(expected) if expected != current => Err(RecordsError::VersionConflict {
-                kind,
-                key: key.to_owned(),
-                expected,
-                current,
-            }),
+            Some(expected) if expected != current => {
+                Err(RecordsError::VersionConflict { kind, key: key.to_owned(), expected, current })
+            }
             _ => Ok(()),
         }
     }
@@ -161,10 +132,7 @@ mod tests {
             current: 2,
         };
         assert!(!conflict.is_retryable());
-        assert_eq!(
-            conflict.to_string(),
-            "team \"a\" is at resource version 2, not 1"
-        );
+        assert_eq!(conflict.to_string(), "team \"a\" is at resource version 2, not 1");
     }
 
     #[test]

@@ -54,26 +54,13 @@ impl NamespaceSpec {
         p.quantities("quota", &self.quota);
         p.quantities("limits", &self.limits);
         if self.role_bindings.len() > MAX_MAP_ENTRIES {
-            p.push(
-                "role_bindings",
-                format!("at most {MAX_MAP_ENTRIES} role bindings allowed"),
-            );
+            p.push("role_bindings", format!("at most {MAX_MAP_ENTRIES} role bindings allowed"));
         }
         for (i, binding) in self.role_bindings.iter().enumerate() {
             // Group names come from identity providers and are free-form; roles are RBAC
             // object names, which may not contain `/` or `%`.
-            p.text(
-                &format!("role_bindings[{i}].group"),
-                &binding.group,
-                253,
-                true,
-            );
-            p.text(
-                &format!("role_bindings[{i}].role"),
-                &binding.role,
-                253,
-                true,
-            );
+            p.text(&format!("role_bindings[{i}].group"), &binding.group, 253, true);
+            p.text(&format!("role_bindings[{i}].role"), &binding.role, 253, true);
             if binding.role.contains(['/', '%']) {
                 p.push(
                     format!("role_bindings[{i}].role"),
@@ -187,19 +174,12 @@ impl NamespaceRecord {
         if spec == self.spec && self.state == NamespaceState::Active {
             return None;
         }
-        Some(NamespaceRecord {
-            spec,
-            state: NamespaceState::Active,
-            ..self.bumped(now)
-        })
+        Some(NamespaceRecord { spec, state: NamespaceState::Active, ..self.bumped(now) })
     }
 
     /// The record in `state`; `None` when it already is.
     pub fn with_state(&self, state: NamespaceState, now: DateTime<Utc>) -> Option<Self> {
-        (self.state != state).then(|| NamespaceRecord {
-            state,
-            ..self.bumped(now)
-        })
+        (self.state != state).then(|| NamespaceRecord { state, ..self.bumped(now) })
     }
 
     /// The record with `cluster`'s report replaced by `status`.
@@ -233,9 +213,7 @@ pub struct NamespaceFilter {
 
 impl NamespaceFilter {
     pub fn matches(&self, record: &NamespaceRecord) -> bool {
-        self.environment
-            .as_deref()
-            .is_none_or(|e| e == record.spec.environment)
+        self.environment.as_deref().is_none_or(|e| e == record.spec.environment)
             && self.team.as_deref().is_none_or(|t| t == record.spec.team)
             && self.state.is_none_or(|s| s == record.state)
     }
@@ -251,10 +229,7 @@ mod tests {
             environment: env.into(),
             quota: Quantities::from([("requests.cpu".into(), "2".into())]),
             limits: Quantities::new(),
-            role_bindings: vec![RoleBinding {
-                group: team.into(),
-                role: "edit".into(),
-            }],
+            role_bindings: vec![RoleBinding { group: team.into(), role: "edit".into() }],
         }
     }
 
@@ -277,19 +252,12 @@ mod tests {
     fn bad_quantities_and_role_bindings_are_listed() {
         let mut s = spec("payments", "dev");
         s.limits.insert("memory".into(), "1GB".into());
-        s.role_bindings.push(RoleBinding {
-            group: "".into(),
-            role: "a/b".into(),
-        });
+        s.role_bindings.push(RoleBinding { group: "".into(), role: "a/b".into() });
         let err = s.validate().unwrap_err();
         let paths: Vec<_> = err.errors().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            [
-                "limits[\"memory\"]",
-                "role_bindings[1].group",
-                "role_bindings[1].role"
-            ]
+            ["limits[\"memory\"]", "role_bindings[1].group", "role_bindings[1].role"]
         );
     }
 
@@ -316,12 +284,6 @@ mod tests {
             state: Some(NamespaceState::Active),
         };
         assert!(f.matches(&record));
-        assert!(
-            !NamespaceFilter {
-                state: Some(NamespaceState::Deleting),
-                ..f
-            }
-            .matches(&record)
-        );
+        assert!(!NamespaceFilter { state: Some(NamespaceState::Deleting), ..f }.matches(&record));
     }
 }

@@ -75,20 +75,11 @@ impl TeamSpec {
 /// GitHub logins are case-insensitive, so `Octocat` and `octocat` are duplicates.
 fn check_logins(p: &mut Problems, path: &str, logins: &[String]) {
     if logins.len() > MAX_LOGINS {
-        p.push(
-            path,
-            format!(
-                "lists {} logins, at most {MAX_LOGINS} allowed",
-                logins.len()
-            ),
-        );
+        p.push(path, format!("lists {} logins, at most {MAX_LOGINS} allowed", logins.len()));
     }
     for (i, login) in logins.iter().enumerate() {
         if !is_github_login(login) {
-            p.push(
-                format!("{path}[{i}]"),
-                format!("{login:?} is not a valid GitHub login"),
-            );
+            p.push(format!("{path}[{i}]"), format!("{login:?} is not a valid GitHub login"));
         } else if logins[..i].iter().any(|o| o.eq_ignore_ascii_case(login)) {
             p.push(format!("{path}[{i}]"), format!("{login:?} is listed twice"));
         }
@@ -113,13 +104,7 @@ pub struct Team {
 impl Team {
     /// A new record at resource version 1.
     pub fn new(spec: TeamSpec, now: DateTime<Utc>) -> Self {
-        Team {
-            spec,
-            resource_version: 1,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-        }
+        Team { spec, resource_version: 1, created_at: now, updated_at: now, deleted_at: None }
     }
 
     /// The record after a full update with `spec`: next resource version.
@@ -171,12 +156,7 @@ mod tests {
     }
 
     fn paths(spec: &TeamSpec) -> Vec<String> {
-        spec.validate()
-            .unwrap_err()
-            .errors()
-            .iter()
-            .map(|e| e.path.clone())
-            .collect()
+        spec.validate().unwrap_err().errors().iter().map(|e| e.path.clone()).collect()
     }
 
     #[test]
@@ -195,10 +175,7 @@ mod tests {
         s.labels.insert("team/".into(), "x".into());
         let err = s.validate().unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains(r#"members[2]: "-bad" is not a valid GitHub login"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"members[2]: "-bad" is not a valid GitHub login"#), "{text}");
         assert_eq!(
             paths(&s),
             [

@@ -72,18 +72,11 @@ pub(crate) struct Problems(Vec<FieldError>);
 
 impl Problems {
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError { path: path.into(), message: message.into() });
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationErrors(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(ValidationErrors(self.0)) }
     }
 
     /// `path` must be a DNS-1123 label: 1–63 lowercase alphanumerics or `-`, starting and
@@ -107,10 +100,7 @@ impl Problems {
         }
         let len = value.chars().count();
         if len > max {
-            self.push(
-                path,
-                format!("is {len} characters long, at most {max} allowed"),
-            );
+            self.push(path, format!("is {len} characters long, at most {max} allowed"));
         }
     }
 
@@ -119,19 +109,13 @@ impl Problems {
         if map.len() > MAX_MAP_ENTRIES {
             self.push(
                 path,
-                format!(
-                    "has {} entries, at most {MAX_MAP_ENTRIES} allowed",
-                    map.len()
-                ),
+                format!("has {} entries, at most {MAX_MAP_ENTRIES} allowed", map.len()),
             );
         }
         for (resource, quantity) in map {
             let entry = format!("{path}[{resource:?}]");
             if !is_resource_name(resource) {
-                self.push(
-                    &entry,
-                    format!("{resource:?} is not a Kubernetes resource name"),
-                );
+                self.push(&entry, format!("{resource:?} is not a Kubernetes resource name"));
             }
             if !is_quantity(quantity) {
                 self.push(
@@ -149,19 +133,13 @@ impl Problems {
         if map.len() > MAX_MAP_ENTRIES {
             self.push(
                 path,
-                format!(
-                    "has {} entries, at most {MAX_MAP_ENTRIES} allowed",
-                    map.len()
-                ),
+                format!("has {} entries, at most {MAX_MAP_ENTRIES} allowed", map.len()),
             );
         }
         for (key, value) in map {
             let entry = format!("{path}[{key:?}]");
             if !is_label_key(key) {
-                self.push(
-                    &entry,
-                    format!("{key:?} is not a Kubernetes label key ([prefix/]name)"),
-                );
+                self.push(&entry, format!("{key:?} is not a Kubernetes label key ([prefix/]name)"));
             }
             if !is_label_value(value) {
                 self.push(
@@ -182,8 +160,7 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_DNS_LABEL_LEN
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -212,9 +189,7 @@ pub fn is_github_login(s: &str) -> bool {
 /// Negative quantities parse in Kubernetes but mean nothing for a quota, so they are refused.
 pub fn is_quantity(s: &str) -> bool {
     let s = s.strip_prefix('+').unwrap_or(s);
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(number_end);
     if !is_decimal(number) {
         return false;
@@ -250,8 +225,7 @@ fn is_decimal(s: &str) -> bool {
 fn is_resource_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_LABEL_PREFIX_LEN
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -272,8 +246,7 @@ fn is_label_value(s: &str) -> bool {
     let b = s.as_bytes();
     b.is_empty()
         || (b.len() <= MAX_LABEL_VALUE_LEN
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric())
 }
@@ -297,15 +270,7 @@ mod tests {
         for ok in ["a", "octocat", "Octo-Cat", "a1-b2-c3", &"a".repeat(39)] {
             assert!(is_github_login(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "-bad",
-            "bad-",
-            "dou--ble",
-            "under_score",
-            "dot.ted",
-            &"a".repeat(40),
-        ] {
+        for bad in ["", "-bad", "bad-", "dou--ble", "under_score", "dot.ted", &"a".repeat(40)] {
             assert!(!is_github_login(bad), "{bad}");
         }
     }
@@ -318,9 +283,9 @@ mod tests {
         ] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in [
-            "", "-1", "Gi", "1 Gi", "1gi", "1.2.3", ".", "1e", "1e+", "1Ki2", "abc", "1KiB", "1mm",
-        ] {
+        for bad in
+            ["", "-1", "Gi", "1 Gi", "1gi", "1.2.3", ".", "1e", "1e+", "1Ki2", "abc", "1KiB", "1mm"]
+        {
             assert!(!is_quantity(bad), "{bad}");
         }
     }
@@ -348,10 +313,7 @@ mod tests {
         let err = p.finish().unwrap_err();
         assert_eq!(err.errors().len(), 2);
         let text = err.to_string();
-        assert!(
-            text.starts_with("slug: \"Bad\" is not a DNS-1123 label"),
-            "{text}"
-        );
+        assert!(text.starts_with("slug: \"Bad\" is not a DNS-1123 label"), "{text}");
         assert!(text.contains("; name: must not be empty"), "{text}");
     }
 }
