@@ -13,9 +13,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// `MUSTER_*` variables read by the command line (or by connectors) rather than as key paths.
-const FLAG_VARIABLES: &[&str] =
-    &["config", "nats_url", "data_dir", "log", "github_token", "github_webhook_secret"];
+/// Top-level keys that `MUSTER_*` variables may set. Other `MUSTER_*` variables are not
+/// configuration keys (flags such as `MUSTER_NATS_URL`, secrets read by connectors, or variables
+/// Kubernetes injects for a Service named `muster`) and are ignored; a typo inside a section
+/// (`MUSTER_RUNTIME__MAX_ATEMPTS`) is still an error.
+const SECTIONS: &[&str] = &["data-dir", "log-format", "nats", "streams", "runtime"];
 
 /// A secret string: readable by code, printed as `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -190,7 +192,7 @@ impl Default for RuntimeConfig {
 pub enum ConfigError {
     #[error("configuration file {path} does not exist")]
     MissingFile { path: PathBuf },
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -211,9 +213,9 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let env = Env::prefixed("MUSTER_").filter_map(|key| {
-            let key = key.as_str().to_ascii_lowercase();
-            (!FLAG_VARIABLES.contains(&key.as_str()))
-                .then(|| key.replace("__", ".").replace('_', "-").into())
+            let key = key.as_str().to_ascii_lowercase().replace("__", ".").replace('_', "-");
+            let section = key.split('.').next().unwrap_or_default();
+            SECTIONS.contains(&section).then(|| key.into())
         });
         let config: Config = figment
             .merge(env)
@@ -312,7 +314,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("engine.toml");
         std::fs::write(&file, "[runtime]\nmax-atempts = 9\n").unwrap();
-        let err = Config::load(Some(&file), Figment::new()).unwrap_err().to_string();
+        let err = Config::load(Some(&file), Figment::new()).unwrap_err();
+        let err = format!("{:#}", anyhow::Error::from(err));
         assert!(err.contains("max-atempts"), "{err}");
 
         std::fs::write(&file, "[runtime]\nconcurrency = 0\n").unwrap();
@@ -321,6 +324,26 @@ mod tests {
 
         let err = Config::load(Some(&dir.path().join("nope.toml")), Figment::new()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn environment_sets_keys_of_known_sections_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MUSTER_RUNTIME__MAX_ATTEMPTS", "7");
+            jail.set_env("MUSTER_DATA_DIR", "/srv/muster");
+            jail.set_env("MUSTER_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("MUSTER_NATS_URL", "nats://flag-handled-by-clap:4222");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.runtime.max_attempts, 7);
+            assert_eq!(config.data_dir, PathBuf::from("/srv/muster"));
+            assert_eq!(config.nats.url, None);
+            jail.set_env("MUSTER_RUNTIME__MAX_ATEMPTS", "7");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            let err = format!("{:#}", anyhow::Error::from(err));
+            assert!(err.contains("max-atempts"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

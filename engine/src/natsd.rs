@@ -527,6 +527,9 @@ fn spawn(bin: &NatsServerBin, config: &NatsdConfig) -> Result<Child, NatsdError>
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group: a terminal's Ctrl-C reaches the engine, which drains its runs
+        // and then stops the server, instead of killing the server mid-drain.
+        .process_group(0)
         .kill_on_drop(true);
     let child =
         command.spawn().map_err(|source| NatsdError::Spawn { path: bin.path.clone(), source })?;

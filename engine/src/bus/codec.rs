@@ -100,8 +100,9 @@ pub fn decode(
     if header("ce-specversion").is_some() {
         return decode_binary(headers, content_type.as_deref(), payload);
     }
-    match content_type.as_deref().map(media_type) {
-        None | Some(STRUCTURED_JSON) => decode_structured(payload),
+    match content_type.as_deref() {
+        None => decode_structured(payload),
+        Some(ct) if media_type(ct) == STRUCTURED_JSON => decode_structured(payload),
         Some(other) => Err(DecodeError::UnsupportedContentType(other.to_owned())),
     }
 }
@@ -144,9 +145,9 @@ fn header_value(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
         .map(|v| v.as_str().to_owned())
 }
 
-/// `application/json; charset=utf-8` → `application/json`, lowercased.
-fn media_type(content_type: &str) -> &str {
-    content_type.split(';').next().unwrap_or_default().trim()
+/// `Application/JSON; charset=utf-8` → `application/json`.
+fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 fn utf8(payload: &[u8]) -> Result<&str, DecodeError> {
@@ -208,7 +209,7 @@ fn decode_binary(
         return Ok(event);
     }
     let content_type = content_type.unwrap_or("application/octet-stream");
-    let media = media_type(content_type).to_ascii_lowercase();
+    let media = media_type(content_type);
     let data = if media == "application/json" || media.ends_with("+json") {
         let text = utf8(payload)?;
         Data::Json(serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?)
@@ -300,7 +301,7 @@ mod tests {
         let body = serde_json::to_vec(&event).unwrap();
         assert_eq!(decode(None, &body, LIMIT).unwrap(), event);
         let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", "application/cloudevents+json; charset=utf-8");
+        headers.insert("Content-Type", "Application/CloudEvents+JSON; charset=utf-8");
         assert_eq!(decode(Some(&headers), &body, LIMIT).unwrap(), event);
     }
 

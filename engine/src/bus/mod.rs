@@ -49,6 +49,10 @@ pub enum BusError {
     ServerTooOld { found: String, url: String },
     #[error("JetStream is not available on {url}: {reason} (start nats-server with -js)")]
     NoJetStream { url: String, reason: String },
+    #[error(
+        "event type {0:?} cannot name a NATS subject: it must be dot-separated tokens without spaces, `*` or `>`"
+    )]
+    InvalidType(String),
     #[error("{what}: {source}")]
     JetStream {
         what: String,
@@ -61,6 +65,17 @@ impl BusError {
     pub fn jetstream(what: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
         Self::JetStream { what: what.into(), source: source.into() }
     }
+}
+
+/// Whether `text` is dot-separated NATS subject tokens without wildcards or whitespace.
+pub fn is_token_path(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
+        })
 }
 
 /// Names of every subject and stream, derived from the prefix.
@@ -334,5 +349,9 @@ mod tests {
             ]
         );
         assert_eq!(names.redrive_subject("ping", "a.b"), "muster.runs.ping.a_b");
+        assert!(is_token_path("muster.team.created"));
+        for bad in ["", "a..b", "a b", "a.*", "a.>", ".a"] {
+            assert!(!is_token_path(bad), "{bad:?}");
+        }
     }
 }

@@ -43,11 +43,12 @@ pub async fn dev(
     .await?;
     config.nats.url = Some(server.url());
     std::fs::write(config.dev_url_file(), server.url())?;
+    super::remove_on_hard_exit(config.dev_url_file());
     let names: Vec<&str> = workflows.iter().map(|w| w.name()).collect();
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "engine".into());
-    let journal = config.journal_dir();
+    let journal = data_dir.join("journal");
     let engine = match Engine::start(config.clone(), workflows.clone()).await {
         Ok(engine) => engine,
         Err(e) => {
@@ -61,8 +62,7 @@ pub async fn dev(
          \x20 NATS       {url} (nats-server {version}, {bin_path})\n\
          \x20 JetStream  {store}  (log: {log})\n\
          \x20 journal    {journal}\n\
-         \x20 workflows  {names}\n\
-         \x20 GitHub     plan-only (no credentials)\n\n\
+         \x20 workflows  {names}\n\n\
          In another terminal, from this directory:\n\
          \x20 {exe} ping\n\
          \x20 {exe} publish --type muster.ping --source /me --data '{{\"hello\":\"world\"}}'\n\

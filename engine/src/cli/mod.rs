@@ -166,6 +166,15 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Files removed even when a second signal exits at once (e.g. `engine dev`'s URL file).
+static HARD_EXIT_CLEANUP: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_on_hard_exit(path: PathBuf) {
+    if let Ok(mut paths) = HARD_EXIT_CLEANUP.lock() {
+        paths.push(path);
+    }
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT; a second one exits the process at once.
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -183,6 +192,9 @@ fn shutdown_on_signals() -> CancellationToken {
         cancel.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::warn!("second signal: exiting now");
+        for path in HARD_EXIT_CLEANUP.lock().map(|paths| paths.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_file(path);
+        }
         std::process::exit(130);
     });
     token

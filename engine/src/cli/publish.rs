@@ -21,7 +21,8 @@ pub struct PublishArgs {
     /// [default: a fresh unique id].
     #[arg(long)]
     pub id: Option<String>,
-    /// CloudEvent subject: the key (e.g. a team slug).
+    /// CloudEvent subject: what the event is about (e.g. a team slug); it names the event's
+    /// NATS subject and is most workflows' key.
     #[arg(long)]
     pub subject: Option<String>,
     /// Event data: JSON, or @FILE to read JSON from a file.

@@ -67,6 +67,8 @@ pub enum EngineError {
     },
     #[error("two workflows are named {0:?}")]
     DuplicateWorkflow(String),
+    #[error("workflow name {0:?} must be letters, digits, - or _ (it names a durable consumer)")]
+    InvalidWorkflowName(String),
     #[error("cannot start the NATS service endpoints: {0}")]
     Service(String),
 }
@@ -101,6 +103,12 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let mut names_seen = std::collections::HashSet::new();
         for workflow in &workflows {
+            let name = workflow.name();
+            if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(EngineError::InvalidWorkflowName(name.to_owned()));
+            }
             if !names_seen.insert(workflow.name()) {
                 return Err(EngineError::DuplicateWorkflow(workflow.name().to_owned()));
             }
