@@ -78,6 +78,11 @@ impl World {
         self.env.push((key.into(), value.into()));
     }
 
+    /// Removes a setting for processes started from now on.
+    pub fn unset(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     /// The directory the test workflows write their effects into.
     pub fn effects_dir(&self) -> PathBuf {
         let dir = self.dir.path().join("effects");
@@ -103,37 +108,51 @@ impl World {
         command
     }
 
-    /// Starts `engine run` (with the test workflows) and waits until it serves.
+    /// Starts `engine run` (with the test workflows and its HTTP API on a free port) and waits
+    /// until it serves: the NATS service answers (it starts after streams and consumers exist)
+    /// and `/livez` answers.
     ///
     /// # Errors
     /// The engine exited or did not serve in time.
     pub async fn start_engine(&mut self) -> anyhow::Result<EngineProcess> {
-        let log = self.dir.path().join(format!("engine-{}.log", rand_suffix()));
-        let mut child = self
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawning muster-testbed run")?;
+        let mut engine = self.spawn_engine()?;
         let client = self.client().await?;
         let names = Names::new("muster");
-        // Serving: the NATS service answers (it starts after streams and consumers exist).
+        let http = reqwest::Client::new();
+        let livez = format!("{}/livez", engine.api);
         let ready = wait_for("the engine to serve", WAIT, || {
             let client = client.clone();
             let names = names.clone();
+            let request = http.get(&livez).send();
             async move {
                 engine::runtime::service::ask_run(&client, &names, "-")
                     .await
                     .err()
-                    .filter(|e| !matches!(e, engine::runtime::service::AskError::NoEngine(_)))
-                    .map(|_| ())
+                    .filter(|e| !matches!(e, engine::runtime::service::AskError::NoEngine(_)))?;
+                request.await.ok().filter(|r| r.status().is_success()).map(|_| ())
             }
         });
         tokio::select! {
-            ready = ready => ready.with_context(|| format!("engine log:\n{}", read(&log)))?,
-            status = child.wait() => bail!("engine exited at start ({:?}):\n{}", status?, read(&log)),
+            ready = ready => ready.with_context(|| format!("engine log:\n{}", engine.log()))?,
+            status = engine.child.wait() => bail!("engine exited at start ({:?}):\n{}", status?, engine.log()),
         }
-        Ok(EngineProcess { child, log })
+        Ok(engine)
+    }
+
+    /// Spawns `engine run` with its HTTP API on a free port, without waiting for it to serve.
+    ///
+    /// # Errors
+    /// It could not be spawned.
+    pub fn spawn_engine(&mut self) -> anyhow::Result<EngineProcess> {
+        let log = self.dir.path().join(format!("engine-{}.log", rand_suffix()));
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let child = self
+            .command(&["run", "--http", &addr])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning muster-testbed run")?;
+        Ok(EngineProcess { child, log, api: format!("http://{addr}") })
     }
 
     /// Runs the CLI to completion and returns its stdout.
@@ -239,10 +258,20 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// A free TCP port on loopback (bound, read, released).
+///
+/// # Errors
+/// No port could be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// An `engine run` child process.
 pub struct EngineProcess {
     child: Child,
     log: PathBuf,
+    /// Base URL of its HTTP API, e.g. `http://127.0.0.1:41234`.
+    pub api: String,
 }
 
 impl EngineProcess {

@@ -6,6 +6,7 @@
 //! from the environment or files and are masked in `Debug` and in `engine config check`.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +18,18 @@ use serde::{Deserialize, Serialize};
 /// configuration keys (flags such as `MUSTER_NATS_URL`, secrets read by connectors, or variables
 /// Kubernetes injects for a Service named `muster`) and are ignored; a typo inside a section
 /// (`MUSTER_RUNTIME__MAX_ATEMPTS`) is still an error.
-const SECTIONS: &[&str] = &["data-dir", "log-format", "nats", "streams", "runtime"];
+const SECTIONS: &[&str] = &[
+    "data-dir",
+    "log-format",
+    "nats",
+    "streams",
+    "runtime",
+    "store",
+    "database-url",
+    "database-schema",
+    "http",
+    "outbox",
+];
 
 /// A secret string: readable by code, printed as `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -55,6 +67,15 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Where records (teams, environments, namespace records) live: `sled` (in the data dir)
+    /// or `postgres` (`database-url`).
+    pub store: StoreKind,
+    /// PostgreSQL URL for `store = "postgres"`; a secret: set it with `MUSTER_DATABASE_URL`.
+    pub database_url: Option<Secret>,
+    /// PostgreSQL schema of the records tables (default: the server's `search_path`).
+    pub database_schema: Option<String>,
+    pub http: HttpConfig,
+    pub outbox: OutboxConfig,
 }
 
 impl Default for Config {
@@ -65,7 +86,60 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             runtime: RuntimeConfig::default(),
             log_format: LogFormat::Text,
+            store: StoreKind::Sled,
+            database_url: None,
+            database_schema: None,
+            http: HttpConfig::default(),
+            outbox: OutboxConfig::default(),
         }
+    }
+}
+
+/// The records store backend.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// Embedded, in the engine's sled database in the data dir.
+    Sled,
+    /// PostgreSQL at `database-url`; apply migrations with `engine migrate` first.
+    Postgres,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP API listens on (`--http` on `engine run` / `engine dev`).
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones are refused with 413.
+    pub max_body_bytes: usize,
+    /// How long one request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// How often the relay looks for unpublished record events when no write woke it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Attempts to publish one event before the relay waits for its next pass.
+    pub max_attempts: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { poll_interval: Duration::from_secs(5), max_attempts: 5 }
     }
 }
 
@@ -262,6 +336,37 @@ impl Config {
         if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
             return invalid("nats.tls-cert-file and nats.tls-key-file go together");
         }
+        if self.store == StoreKind::Postgres
+            && self.database_url.as_ref().is_none_or(|url| url.expose().trim().is_empty())
+        {
+            return invalid(
+                "store = \"postgres\" needs database-url (set MUSTER_DATABASE_URL, e.g. \
+                 postgres://user@host:5432/muster)",
+            );
+        }
+        if let Some(schema) = &self.database_schema {
+            let mut chars = schema.chars();
+            let plain = schema.len() <= 63
+                && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !plain {
+                return invalid(
+                    "database-schema must be a plain lowercase identifier ([a-z_][a-z0-9_]*)",
+                );
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return invalid("http.max-body-bytes must be at least 1024");
+        }
+        if self.http.request_timeout < Duration::from_millis(100) {
+            return invalid("http.request-timeout must be at least 100ms");
+        }
+        if self.outbox.poll_interval < Duration::from_millis(10) {
+            return invalid("outbox.poll-interval must be at least 10ms");
+        }
+        if self.outbox.max_attempts == 0 {
+            return invalid("outbox.max-attempts must be at least 1");
+        }
         Ok(())
     }
 
@@ -283,7 +388,7 @@ impl Config {
         self.data_dir.join("dev-nats.url")
     }
 
-    /// The sled journal's directory.
+    /// The engine's sled database: the journal and, with `store = "sled"`, the records.
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
     }
@@ -342,6 +447,29 @@ mod tests {
             let err = Config::load(None, Figment::new()).unwrap_err();
             let err = format!("{:#}", anyhow::Error::from(err));
             assert!(err.contains("max-atempts"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn postgres_needs_a_database_url_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MUSTER_STORE", "postgres");
+            let err = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("database-url"), "{err}");
+            jail.set_env("MUSTER_DATABASE_URL", "postgres://u:pw@db/muster");
+            jail.set_env("MUSTER_HTTP__LISTEN", "0.0.0.0:9000");
+            let config = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(config.store, StoreKind::Postgres);
+            assert_eq!(
+                config.database_url.as_ref().map(Secret::expose),
+                Some("postgres://u:pw@db/muster")
+            );
+            assert_eq!(config.http.listen.port(), 9000);
+            assert!(!toml::to_string(&config).unwrap().contains("pw@"));
+            jail.set_env("MUSTER_DATABASE_SCHEMA", "Bad-Schema");
+            assert!(Config::load(None, Figment::new()).is_err());
             Ok(())
         });
     }

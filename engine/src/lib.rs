@@ -7,11 +7,23 @@
 //! - [`runtime`]: the runner (consume → journal → steps → ack/nak/term), retries, DLQ, the NATS
 //!   service endpoints;
 //! - [`natsd`]: locating and supervising a local nats-server (`engine dev`, tests, bench);
+//! - [`store`]: the records store (sled or PostgreSQL) the daemon serves;
+//! - [`relay`]: the outbox relay that publishes record changes to JetStream;
+//! - [`api`]: the HTTP API (axum) with its OpenAPI document, health and metrics;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`daemon`]: runtime, store, relay and API in one process (`engine run`, `engine dev`);
+//! - [`fault`]: fault points for crash tests (a test hook);
 //! - [`cli`]: one module per subcommand.
 
+pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod fault;
 pub mod journal;
+pub mod metrics;
 pub mod natsd;
+pub mod relay;
 pub mod runtime;
+pub mod store;

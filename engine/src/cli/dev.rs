@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use workflows::Workflow;
 
 use crate::config::Config;
+use crate::daemon::Daemon;
 use crate::natsd::{self, Natsd, NatsdConfig};
-use crate::runtime::Engine;
 
 /// Times the local nats-server is restarted after exiting on its own before `engine dev` gives up.
 const MAX_NATS_RESTARTS: u32 = 5;
@@ -19,6 +19,9 @@ pub struct DevArgs {
     /// Port of the local nats-server (0 picks a free one).
     #[arg(long, default_value_t = 4223)]
     pub nats_port: u16,
+    /// Address of the HTTP API [default: http.listen, 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 pub async fn dev(
@@ -27,6 +30,9 @@ pub async fn dev(
     args: DevArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = args.http {
+        config.http.listen = addr;
+    }
     let bin = natsd::locate()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let data_dir = std::path::absolute(&config.data_dir)?;
@@ -49,8 +55,8 @@ pub async fn dev(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "engine".into());
     let journal = data_dir.join("journal");
-    let engine = match Engine::start(config.clone(), workflows.clone()).await {
-        Ok(engine) => engine,
+    let daemon = match Daemon::start(config.clone(), workflows.clone()).await {
+        Ok(daemon) => daemon,
         Err(e) => {
             server.stop().await?;
             let _ = std::fs::remove_file(config.dev_url_file());
@@ -62,11 +68,15 @@ pub async fn dev(
          \x20 NATS       {url} (nats-server {version}, {bin_path})\n\
          \x20 JetStream  {store}  (log: {log})\n\
          \x20 journal    {journal}\n\
+         \x20 records    {records:?}\n\
+         \x20 HTTP API   {api}  (OpenAPI: {api}/openapi.json)\n\
          \x20 workflows  {names}\n\n\
          In another terminal, from this directory:\n\
          \x20 {exe} ping\n\
          \x20 {exe} publish --type muster.ping --source /me --data '{{\"hello\":\"world\"}}'\n\
-         \x20 {exe} runs list\n\n\
+         \x20 {exe} runs list\n\
+         \x20 curl -X POST {api}/v1/environments -H 'content-type: application/json' -d '{{\"name\":\"dev\"}}'\n\
+         \x20 {exe} teams list --api {api}\n\n\
          Ctrl-C drains in-flight runs and stops; a second Ctrl-C exits at once.",
         url = server.url(),
         version = bin.version,
@@ -74,9 +84,11 @@ pub async fn dev(
         store = store_dir.display(),
         log = log_file.display(),
         journal = journal.display(),
+        records = config.store,
+        api = format!("http://{}", daemon.http_addr()),
         names = names.join(", "),
     );
-    let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    let mut engine_task = tokio::spawn(daemon.run(shutdown.clone()));
     let mut restarts = 0;
     let outcome = loop {
         tokio::select! {

@@ -4,13 +4,17 @@
 //! their own list.
 
 mod bench;
+pub mod client;
 mod dev;
 mod dlq;
+mod envs;
+mod migrate;
 mod output;
 mod ping;
 mod publish;
 mod run;
 mod runs;
+mod teams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,9 +61,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the engine: connect to NATS, create or update streams and consumers, run workflows
-    /// until SIGTERM/SIGINT (a second signal exits at once).
-    Run,
+    /// Run the engine: connect to NATS, create or update streams and consumers, run workflows,
+    /// serve the HTTP API, until SIGTERM/SIGINT (a second signal exits at once).
+    Run(run::RunArgs),
     /// Run the engine on embedded defaults: a supervised local nats-server with JetStream and
     /// the journal, both in the data dir.
     Dev(dev::DevArgs),
@@ -73,6 +77,14 @@ pub enum Command {
     /// Inspect, replay or purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Teams, over the HTTP API.
+    #[command(subcommand)]
+    Teams(teams::TeamsCommand),
+    /// Environments, over the HTTP API.
+    #[command(subcommand)]
+    Envs(envs::EnvsCommand),
+    /// Apply the records database's migrations (store = "postgres").
+    Migrate,
     /// Measure raw JetStream and Muster side by side against one nats-server.
     Bench(bench::BenchArgs),
     /// Configuration.
@@ -110,7 +122,7 @@ pub fn main(extra: Vec<Arc<dyn Workflow>>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let daemon = matches!(cli.command, Command::Run | Command::Dev(_) | Command::Bench(_));
+    let daemon = matches!(cli.command, Command::Run(_) | Command::Dev(_) | Command::Bench(_));
     init_tracing(config.log_format, if daemon { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -136,7 +148,10 @@ async fn dispatch(
     let mut workflows = crate::runtime::builtin_workflows();
     workflows.extend(extra);
     match command {
-        Command::Run => run::run(config, workflows, shutdown_on_signals()).await,
+        Command::Run(args) => run::run(config, workflows, args, shutdown_on_signals()).await,
+        Command::Teams(command) => teams::teams(command).await,
+        Command::Envs(command) => envs::envs(command).await,
+        Command::Migrate => migrate::migrate(config).await,
         Command::Dev(args) => dev::dev(config, workflows, args, shutdown_on_signals()).await,
         Command::Publish(args) => publish::publish(config, args).await,
         Command::Ping(args) => ping::ping(config, args).await,

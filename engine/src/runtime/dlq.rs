@@ -250,7 +250,8 @@ impl Dlq {
     }
 }
 
-fn is_not_found(e: &async_nats::jetstream::stream::RawMessageError) -> bool {
+/// Whether a raw-message lookup failed because there is no such message.
+pub(crate) fn is_not_found(e: &async_nats::jetstream::stream::RawMessageError) -> bool {
     use async_nats::jetstream::stream::RawMessageErrorKind;
     match e.kind() {
         RawMessageErrorKind::NoMessageFound => true,

@@ -113,8 +113,15 @@ impl Engine {
                 return Err(EngineError::DuplicateWorkflow(workflow.name().to_owned()));
             }
         }
+        // One sled database per data dir, shared by the journal and the sled records store:
+        // sled allows one process (and one open handle) per database.
         let dir = config.journal_dir();
-        let journal = SledJournal::open(&dir)
+        let journal = ::sled::Config::new()
+            .path(&dir)
+            .mode(::sled::Mode::HighThroughput)
+            .open()
+            .map_err(JournalError::from)
+            .and_then(SledJournal::with_db)
             .map_err(|source| EngineError::Journal { dir: dir.display().to_string(), source })?;
         let (client, js) = bus::connect(&config).await?;
         let names = Names::new(config.nats.prefix.clone());
@@ -163,6 +170,20 @@ impl Engine {
 
     pub fn journal(&self) -> Arc<dyn Journal> {
         self.journal.clone()
+    }
+
+    /// The engine's sled database (journal trees; the sled records store opens its own trees
+    /// in it).
+    pub fn db(&self) -> &::sled::Db {
+        self.journal.db()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Drives the workflows until `shutdown` is cancelled, then stops pulling and lets in-flight

@@ -1,0 +1,190 @@
+//! `/v1/environments` and `/v1/namespaces`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
+use workflows::records::{Environment, EnvironmentSpec, NamespaceFilter, NamespaceState};
+
+use super::extract::{IfMatch, JsonBody, etag, if_none_match};
+use super::problem::{Problem, ProblemKind, empty};
+use super::teams::{Page, PageQuery, checked_key};
+use super::{ApiState, json_with};
+
+fn environment_response(status: StatusCode, env: &Environment, location: bool) -> Response {
+    let mut headers = vec![(header::ETAG, etag(env.resource_version))];
+    if location {
+        headers.push((header::LOCATION, format!("/v1/environments/{}", env.spec.name)));
+    }
+    json_with(status, &headers, env)
+}
+
+/// Create an environment. Only `name` is required; `allow_namespace_deletion` defaults to
+/// false. Announces `muster.environment.created`.
+#[utoipa::path(post, path = "/v1/environments", tag = "environments",
+    request_body = super::schema::EnvironmentSpecDoc,
+    responses(
+        (status = 201, description = "Created", body = super::schema::EnvironmentDoc,
+         headers(("ETag" = String), ("Location" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<ApiState>,
+    JsonBody(spec): JsonBody<EnvironmentSpec>,
+) -> Result<Response, Problem> {
+    let env = state.records.create_environment(spec).await?;
+    state.record_written();
+    Ok(environment_response(StatusCode::CREATED, &env, true))
+}
+
+/// List environments in name order.
+#[utoipa::path(get, path = "/v1/environments", tag = "environments", params(PageQuery),
+    responses(
+        (status = 200, description = "One page", body = super::schema::EnvironmentPageDoc),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let limit = query.limit()?;
+    let page = state.records.list_environments(query.cursor.as_deref(), limit).await?;
+    Ok(json_with(StatusCode::OK, &[], &Page { items: page.items, next_cursor: page.next }))
+}
+
+/// Read an environment.
+#[utoipa::path(get, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    responses(
+        (status = 200, description = "The environment", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
+        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    checked_key("environment", &name)?;
+    let env = state.records.get_environment(&name).await?;
+    Ok(environment_response(StatusCode::OK, &env, false))
+}
+
+/// Replace an environment; announces `muster.environment.updated`.
+#[utoipa::path(put, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name"),
+           ("If-Match" = Option<String>, Header, description = "ETag the update is based on")),
+    request_body = super::schema::EnvironmentSpecDoc,
+    responses(
+        (status = 200, description = "Replaced", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a name other than the path's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn replace(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<EnvironmentSpec>,
+) -> Result<Response, Problem> {
+    checked_key("environment", &name)?;
+    let expected = IfMatch::from_headers(&headers).expected()?;
+    if spec.name != name {
+        return Err(Problem::new(
+            ProblemKind::Validation,
+            format!("the body's name {:?} differs from the path's {name:?}", spec.name),
+        )
+        .with_errors(vec![super::problem::FieldProblem {
+            path: "name".into(),
+            message: format!("must be {name:?}"),
+        }]));
+    }
+    let env = state.records.update_environment(spec, expected).await?;
+    state.record_written();
+    Ok(environment_response(StatusCode::OK, &env, false))
+}
+
+/// Delete an environment; announces `muster.environment.deleted` with its last state. Its
+/// namespace records stay until `sync_team` has marked and removed them.
+#[utoipa::path(delete, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name"),
+           ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    checked_key("environment", &name)?;
+    let expected = IfMatch::from_headers(&headers).expected()?;
+    state.records.delete_environment(&name, expected).await?;
+    state.record_written();
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NamespaceQuery {
+    /// Only this environment's records.
+    pub environment: Option<String>,
+    /// Only this team's records.
+    pub team: Option<String>,
+    /// Only records in this state.
+    #[param(value_type = Option<super::schema::NamespaceStateDoc>)]
+    pub state: Option<NamespaceState>,
+}
+
+/// Namespace records, ordered by team then environment. The ETag covers the whole answer, so
+/// an agent polling with `If-None-Match` gets 304 until something changes.
+#[utoipa::path(get, path = "/v1/namespaces", tag = "namespaces",
+    params(NamespaceQuery,
+           ("If-None-Match" = Option<String>, Header, description = "ETag of the answer the client has")),
+    responses(
+        (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn namespaces(
+    State(state): State<ApiState>,
+    Query(query): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let filter =
+        NamespaceFilter { environment: query.environment, team: query.team, state: query.state };
+    let items = state.records.list_namespaces(&filter).await?;
+    let body = serde_json::to_vec(&serde_json::json!({ "items": items }))
+        .map_err(|e| Problem::internal(&e))?;
+    let tag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+    if if_none_match(&headers, &tag) {
+        let mut response = empty(StatusCode::NOT_MODIFIED);
+        if let Ok(value) = tag.parse() {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    let mut response = Response::new(axum::body::Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
+    if let Ok(value) = tag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,185 @@
+//! `/v1/runs` (list, show, retry) and `/v1/dlq` (list, replay).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use cloudevents::Event;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::problem::{Problem, ProblemKind};
+use super::teams::PageQuery;
+use super::{ApiState, json_with};
+use crate::bus::{codec, publish_raw};
+use crate::journal::{RunFilter, RunStatus};
+use crate::runtime::dlq::{self, Dlq};
+use crate::runtime::service::RunDetail;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    pub workflow: Option<String>,
+    #[param(value_type = Option<super::schema::RunStatusDoc>)]
+    pub status: Option<RunStatus>,
+    /// The run's key, e.g. a team slug.
+    pub key: Option<String>,
+    /// At most this many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
+    responses(
+        (status = 200, description = "Runs", body = super::schema::RunListDoc),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Response, Problem> {
+    let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
+    let filter = RunFilter {
+        workflow: query.workflow,
+        status: query.status,
+        key: query.key,
+        limit: Some(limit),
+    };
+    let items = state.journal.list_runs(&filter).await.map_err(|e| Problem::internal(&e))?;
+    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+}
+
+/// One run with its steps.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = super::schema::RunDetailDoc),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let run = state.journal.run(&id).await.map_err(|e| Problem::internal(&e))?;
+    let run = run.ok_or_else(|| Problem::not_found(format!("run {id:?}")))?;
+    let steps = state.journal.steps(&id).await.map_err(|e| Problem::internal(&e))?;
+    Ok(json_with(StatusCode::OK, &[], &RunDetail { run, steps }))
+}
+
+/// A re-drive that was published.
+#[derive(Serialize, ToSchema)]
+pub struct Redriven {
+    pub run_id: String,
+    /// Stream sequence of the re-drive message.
+    pub sequence: u64,
+    /// The same retry was already published (within the duplicate window).
+    pub duplicate: bool,
+}
+
+/// Retry a failed run: its journaled trigger event is re-published on the workflow's re-drive
+/// subject (no other workflow sees it), the run is reset and runs again from its first
+/// unfinished step. Its dead letter, if any, is removed.
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 202, description = "Re-drive published", body = Redriven),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let run = state.journal.run(&id).await.map_err(|e| Problem::internal(&e))?;
+    let run = run.ok_or_else(|| Problem::not_found(format!("run {id:?}")))?;
+    if run.status != RunStatus::Failed {
+        return Err(Problem::new(
+            ProblemKind::Conflict,
+            format!("run {id:?} is {}; only failed runs can be retried", run.status),
+        ));
+    }
+    let event: Event = serde_json::from_value(run.trigger.event.clone())
+        .map_err(|e| Problem::internal(&format!("run {id}'s journaled trigger: {e}")))?;
+    let (mut headers, body) = codec::encode(&event);
+    // One re-drive per failure: a double click within the duplicate window re-drives once.
+    headers
+        .insert(async_nats::header::NATS_MESSAGE_ID, format!("retry:{}:{}", run.id, run.redrives));
+    headers.insert(dlq::H_REDRIVE, format!("retry:{}", run.id));
+    let subject = state.names.redrive_subject(&run.workflow, &run.key);
+    let published = publish_raw(&state.js, subject, headers, body)
+        .await
+        .map_err(|e| Problem::unavailable(format!("cannot publish the re-drive: {e}")))?;
+    if let Some(seq) = run.dlq_sequence
+        && let Err(e) = delete_dead_letter(&state, seq).await
+    {
+        tracing::warn!(run_id = %run.id, seq, error = %e, "re-driven, but its dead letter stays");
+    }
+    Ok(json_with(
+        StatusCode::ACCEPTED,
+        &[],
+        &Redriven { run_id: run.id, sequence: published.sequence, duplicate: published.duplicate },
+    ))
+}
+
+async fn delete_dead_letter(state: &ApiState, seq: u64) -> Result<(), async_nats::Error> {
+    let stream = state.js.get_stream(state.names.dlq_stream()).await?;
+    match stream.delete_message(seq).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Dead letters, oldest first.
+#[utoipa::path(get, path = "/v1/dlq", tag = "runs",
+    params(("limit" = Option<usize>, Query, description = "At most this many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
+    responses(
+        (status = 200, description = "Dead letters", body = super::schema::DlqListDoc),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn dlq_list(
+    State(state): State<ApiState>,
+    Query(query): Query<super::teams::LimitQuery>,
+) -> Result<Response, Problem> {
+    let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
+    let items = Dlq::new(state.js.clone(), state.names.clone())
+        .list(limit)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+}
+
+/// Re-drive one dead letter to its workflow and remove it from the DLQ.
+#[utoipa::path(post, path = "/v1/dlq/{seq}/replay", tag = "runs",
+    params(("seq" = u64, Path, description = "DLQ stream sequence", minimum = 1)),
+    responses(
+        (status = 202, description = "Re-drive published", body = super::schema::PublishedDoc),
+        (status = 400, description = "Invalid sequence", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn dlq_replay(
+    State(state): State<ApiState>,
+    Path(seq): Path<u64>,
+) -> Result<Response, Problem> {
+    let not_found = || Problem::not_found(format!("dead letter {seq}"));
+    if seq == 0 || seq > i64::MAX as u64 {
+        return Err(not_found());
+    }
+    let stream = state
+        .js
+        .get_stream(state.names.dlq_stream())
+        .await
+        .map_err(|e| Problem::unavailable(format!("DLQ stream: {e}")))?;
+    match stream.get_raw_message(seq).await {
+        Ok(_) => {}
+        Err(e) if dlq::is_not_found(&e) => return Err(not_found()),
+        Err(e) => return Err(Problem::unavailable(format!("reading dead letter {seq}: {e}"))),
+    }
+    let published = Dlq::new(state.js.clone(), state.names.clone())
+        .replay(seq)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(json_with(StatusCode::ACCEPTED, &[], &published))
+}

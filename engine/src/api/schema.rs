@@ -1,0 +1,463 @@
+//! Schemas of the OpenAPI document for types that live in other crates (`workflows` stays free
+//! of HTTP concerns; the journal belongs to the runtime). Each mirrors the JSON its type
+//! serialises to; the tests below fail when a field is added to one and not the other.
+
+#![allow(dead_code)] // the fields exist for the schema derive
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A team as a client sends it (`POST /v1/teams`, `PUT /v1/teams/{slug}`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TeamSpec)]
+pub struct TeamSpecDoc {
+    /// DNS-1123 label of at most 63 characters; the team's key.
+    #[schema(example = "payments")]
+    slug: String,
+    #[schema(example = "Payments")]
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// GitHub logins with the member role.
+    #[serde(default)]
+    members: Vec<String>,
+    /// GitHub logins with the maintainer role (disjoint from members).
+    #[serde(default)]
+    maintainers: Vec<String>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    quota_profile: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A JSON Merge Patch (RFC 7396) of a team: fields present replace, `null` removes an optional
+/// field. `slug` cannot change.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TeamPatch)]
+pub struct TeamPatchDoc {
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    members: Option<Vec<String>>,
+    #[serde(default)]
+    maintainers: Option<Vec<String>>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    quota_profile: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// A stored team. `deleted_at` is set on a tombstone awaiting its teardown.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Team)]
+pub struct TeamDoc {
+    slug: String,
+    name: String,
+    description: String,
+    members: Vec<String>,
+    maintainers: Vec<String>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    quota_profile: Option<String>,
+    labels: BTreeMap<String, String>,
+    /// Grows by one with every change; also the ETag.
+    resource_version: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(default)]
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+/// One page of teams, in slug order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TeamPage)]
+pub struct TeamPageDoc {
+    items: Vec<TeamDoc>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+/// An environment as a client sends it; only `name` is required.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = EnvironmentSpec)]
+pub struct EnvironmentSpecDoc {
+    #[schema(example = "dev")]
+    name: String,
+    #[serde(default)]
+    clusters: Vec<String>,
+    /// ResourceQuota `hard`, e.g. `{"requests.cpu": "4"}`.
+    #[serde(default)]
+    default_quota: BTreeMap<String, String>,
+    /// LimitRange default container limits, e.g. `{"memory": "512Mi"}`.
+    #[serde(default)]
+    default_limits: BTreeMap<String, String>,
+    #[serde(default)]
+    allow_namespace_deletion: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = Environment)]
+pub struct EnvironmentDoc {
+    name: String,
+    clusters: Vec<String>,
+    default_quota: BTreeMap<String, String>,
+    default_limits: BTreeMap<String, String>,
+    allow_namespace_deletion: bool,
+    resource_version: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = EnvironmentPage)]
+pub struct EnvironmentPageDoc {
+    items: Vec<EnvironmentDoc>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = RoleBinding)]
+pub struct RoleBindingDoc {
+    group: String,
+    role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = NamespaceState)]
+pub enum NamespaceStateDoc {
+    Active,
+    Deleting,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ClusterOutcome)]
+pub enum ClusterOutcomeDoc {
+    Applied,
+    Deleted,
+    Retained,
+    Failed,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ClusterStatus)]
+pub struct ClusterStatusDoc {
+    outcome: ClusterOutcomeDoc,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    observed_version: Option<u64>,
+    reported_at: DateTime<Utc>,
+}
+
+/// A team's namespace in one environment, as the agents read it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = NamespaceRecord)]
+pub struct NamespaceDoc {
+    team: String,
+    environment: String,
+    quota: BTreeMap<String, String>,
+    limits: BTreeMap<String, String>,
+    role_bindings: Vec<RoleBindingDoc>,
+    /// `<team>-<environment>`.
+    name: String,
+    state: NamespaceStateDoc,
+    clusters: BTreeMap<String, ClusterStatusDoc>,
+    resource_version: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = NamespaceList)]
+pub struct NamespaceListDoc {
+    items: Vec<NamespaceDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RunStatus)]
+pub enum RunStatusDoc {
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorRecord)]
+pub struct ErrorRecordDoc {
+    kind: String,
+    message: String,
+}
+
+/// The event that triggered a run.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TriggerRecord)]
+pub struct TriggerDoc {
+    /// The CloudEvent in structured JSON form.
+    event: serde_json::Value,
+    nats_subject: String,
+    stream_sequence: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = AttemptRecord)]
+pub struct AttemptDoc {
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    outcome: Option<RunStatusDoc>,
+    error: Option<ErrorRecordDoc>,
+    retry_delay_ms: Option<u64>,
+}
+
+/// A run as journaled.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Run)]
+pub struct RunDoc {
+    id: String,
+    workflow: String,
+    key: String,
+    status: RunStatusDoc,
+    attempts: u32,
+    redrives: u32,
+    trigger: TriggerDoc,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    output: Option<serde_json::Value>,
+    error: Option<ErrorRecordDoc>,
+    dlq_sequence: Option<u64>,
+    history: Vec<AttemptDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = StepStatus)]
+pub enum StepStatusDoc {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = Step)]
+pub struct StepDoc {
+    run_id: String,
+    index: u32,
+    name: String,
+    status: StepStatusDoc,
+    attempts: u32,
+    output: Option<serde_json::Value>,
+    error: Option<ErrorRecordDoc>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    duration_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunList)]
+pub struct RunListDoc {
+    items: Vec<RunDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunDetail)]
+pub struct RunDetailDoc {
+    run: RunDoc,
+    steps: Vec<StepDoc>,
+}
+
+/// A dead letter.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DlqEntry)]
+pub struct DlqEntryDoc {
+    seq: u64,
+    workflow: String,
+    run_id: Option<String>,
+    key: Option<String>,
+    kind: String,
+    reason: String,
+    original_subject: String,
+    original_sequence: Option<u64>,
+    attempts: Option<u32>,
+    failed_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = DlqList)]
+pub struct DlqListDoc {
+    items: Vec<DlqEntryDoc>,
+}
+
+/// What JetStream answered to a publish.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Published)]
+pub struct PublishedDoc {
+    stream: String,
+    sequence: u64,
+    /// JetStream already had this message (same `Nats-Msg-Id` inside the duplicate window).
+    duplicate: bool,
+    subject: String,
+}
+
+/// A CloudEvent in structured mode (`application/cloudevents+json`). Extension attributes are
+/// further top-level members.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CloudEvent)]
+pub struct CloudEventDoc {
+    #[schema(example = "1.0")]
+    specversion: String,
+    id: String,
+    source: String,
+    /// Dot-separated tokens, e.g. `muster.ping`.
+    #[serde(rename = "type")]
+    #[schema(example = "muster.ping")]
+    ty: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    datacontenttype: Option<String>,
+    #[serde(default)]
+    dataschema: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    data_base64: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use utoipa::PartialSchema;
+
+    fn properties<T: PartialSchema>() -> BTreeSet<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn keys(value: &impl Serialize) -> BTreeSet<String> {
+        serde_json::to_value(value).unwrap().as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn schemas_list_exactly_the_serialised_fields() {
+        use workflows::records::*;
+        let now = Utc::now();
+        let mut spec: TeamSpec = serde_json::from_str(r#"{"slug":"a","name":"A"}"#).unwrap();
+        spec.parent = Some("p".into());
+        spec.quota_profile = Some("q".into());
+        let team = Team::new(spec.clone(), now).tombstoned(now);
+        assert_eq!(properties::<TeamDoc>(), keys(&team));
+        assert_eq!(properties::<TeamSpecDoc>(), keys(&spec));
+        assert_eq!(properties::<TeamPatchDoc>(), keys(&spec));
+        let env = Environment::new(EnvironmentSpec::named("dev"), now);
+        assert_eq!(properties::<EnvironmentDoc>(), keys(&env));
+        assert_eq!(properties::<EnvironmentSpecDoc>(), keys(&env.spec));
+        let ns = NamespaceRecord::new(
+            NamespaceSpec {
+                team: "a".into(),
+                environment: "dev".into(),
+                quota: Quantities::new(),
+                limits: Quantities::new(),
+                role_bindings: Vec::new(),
+            },
+            now,
+        );
+        assert_eq!(properties::<NamespaceDoc>(), keys(&ns));
+        let status = ClusterStatus {
+            outcome: ClusterOutcome::Applied,
+            message: Some("m".into()),
+            observed_version: Some(1),
+            reported_at: now,
+        };
+        assert_eq!(properties::<ClusterStatusDoc>(), keys(&status));
+
+        use crate::journal::*;
+        let run = RunRecord {
+            id: "r".into(),
+            workflow: "w".into(),
+            key: "k".into(),
+            status: RunStatus::Failed,
+            attempts: 1,
+            redrives: 0,
+            trigger: TriggerRecord {
+                event: serde_json::json!({}),
+                nats_subject: "s".into(),
+                stream_sequence: 1,
+            },
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            output: None,
+            error: None,
+            dlq_sequence: None,
+            history: vec![AttemptRecord {
+                attempt: 1,
+                started_at: now,
+                finished_at: None,
+                outcome: None,
+                error: None,
+                retry_delay_ms: None,
+            }],
+        };
+        assert_eq!(properties::<RunDoc>(), keys(&run));
+        assert_eq!(properties::<TriggerDoc>(), keys(&run.trigger));
+        assert_eq!(properties::<AttemptDoc>(), keys(&run.history[0]));
+        let step = StepRecord {
+            run_id: "r".into(),
+            index: 0,
+            name: "n".into(),
+            status: StepStatus::Running,
+            attempts: 1,
+            output: None,
+            error: None,
+            started_at: now,
+            finished_at: None,
+            duration_ms: None,
+        };
+        assert_eq!(properties::<StepDoc>(), keys(&step));
+        let dlq = crate::runtime::dlq::DlqEntry {
+            seq: 1,
+            workflow: "w".into(),
+            run_id: None,
+            key: None,
+            kind: "k".into(),
+            reason: "r".into(),
+            original_subject: "s".into(),
+            original_sequence: None,
+            attempts: None,
+            failed_at: None,
+        };
+        assert_eq!(properties::<DlqEntryDoc>(), keys(&dlq));
+        let published = crate::bus::Published {
+            stream: "S".into(),
+            sequence: 1,
+            duplicate: false,
+            subject: "s".into(),
+        };
+        assert_eq!(properties::<PublishedDoc>(), keys(&published));
+    }
+}

@@ -1,0 +1,347 @@
+//! `/v1/teams`: create, list, read, replace, merge-patch and delete teams; their namespace
+//! records and runs; trigger a sync.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use cloudevents::{EventBuilder, EventBuilderV10};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use workflows::records::{NamespaceFilter, Team, TeamSpec, validation::is_dns_label};
+
+use super::extract::{IfMatch, JsonBody, etag, parse_json};
+use super::problem::{Problem, ProblemKind};
+use super::{ApiState, DEFAULT_LIMIT, json_with};
+use crate::bus;
+use crate::journal::RunFilter;
+
+/// CloudEvent type of a sync request.
+pub const TEAM_SYNC: &str = "muster.team.sync";
+/// CloudEvent source of events the API emits itself.
+pub const API_SOURCE: &str = "/muster/api";
+
+/// Cursor pagination of lists keyed by name.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<usize, Problem> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=workflows::records::MAX_PAGE_SIZE).contains(&n) => Ok(n),
+            Some(n) => Err(Problem::bad_request(format!("limit {n} is not between 1 and 1000"))),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A slug from the path: a DNS-1123 label, else 404 (no such team can exist).
+pub(crate) fn checked_key(kind: &str, key: &str) -> Result<(), Problem> {
+    if is_dns_label(key) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::NotFound,
+            format!(
+                "{kind} {key:?} not found ({kind} keys are DNS-1123 labels of at most 63 characters)"
+            ),
+        ))
+    }
+}
+
+fn team_response(status: StatusCode, team: &Team, location: bool) -> Response {
+    let mut headers = vec![(header::ETAG, etag(team.resource_version))];
+    if location {
+        headers.push((header::LOCATION, format!("/v1/teams/{}", team.spec.slug)));
+    }
+    json_with(status, &headers, team)
+}
+
+/// Create a team.
+///
+/// Stores the team at resource version 1 and announces `muster.team.created` (through the
+/// outbox, so the event is published even if the engine stops right after).
+#[utoipa::path(post, path = "/v1/teams", tag = "teams",
+    request_body = super::schema::TeamSpecDoc,
+    responses(
+        (status = 201, description = "Created", body = super::schema::TeamDoc,
+         headers(("ETag" = String, description = "Resource version"), ("Location" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<ApiState>,
+    JsonBody(spec): JsonBody<TeamSpec>,
+) -> Result<Response, Problem> {
+    let team = state.records.create_team(spec).await?;
+    state.record_written();
+    Ok(team_response(StatusCode::CREATED, &team, true))
+}
+
+/// List teams in slug order, including deleted ones awaiting their teardown (`deleted_at` set).
+#[utoipa::path(get, path = "/v1/teams", tag = "teams", params(PageQuery),
+    responses(
+        (status = 200, description = "One page", body = super::schema::TeamPageDoc),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let limit = query.limit()?;
+    let page = state.records.list_teams(query.cursor.as_deref(), limit).await?;
+    Ok(json_with(StatusCode::OK, &[], &Page { items: page.items, next_cursor: page.next }))
+}
+
+/// Read a team. The ETag is its resource version.
+#[utoipa::path(get, path = "/v1/teams/{slug}", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug")),
+    responses(
+        (status = 200, description = "The team", body = super::schema::TeamDoc, headers(("ETag" = String))),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let team = state.records.get_team(&slug).await?;
+    Ok(team_response(StatusCode::OK, &team, false))
+}
+
+/// Replace a team. With `If-Match`, only if it is still at that version (else 412).
+#[utoipa::path(put, path = "/v1/teams/{slug}", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug"),
+           ("If-Match" = Option<String>, Header, description = "ETag the update is based on")),
+    request_body = super::schema::TeamSpecDoc,
+    responses(
+        (status = 200, description = "Replaced", body = super::schema::TeamDoc, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The team is deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a slug other than the path's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn replace(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<TeamSpec>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let expected = IfMatch::from_headers(&headers).expected()?;
+    if spec.slug != slug {
+        return Err(slug_mismatch(&slug, &spec.slug));
+    }
+    let team = state.records.update_team(spec, expected).await?;
+    state.record_written();
+    Ok(team_response(StatusCode::OK, &team, false))
+}
+
+fn slug_mismatch(path: &str, body: &str) -> Problem {
+    Problem::new(
+        ProblemKind::Validation,
+        format!(
+            "the body's slug {body:?} differs from the path's {path:?}; a team's slug cannot change"
+        ),
+    )
+    .with_errors(vec![super::problem::FieldProblem {
+        path: "slug".into(),
+        message: format!("must be {path:?}"),
+    }])
+}
+
+/// Change some fields of a team with a JSON Merge Patch (RFC 7396,
+/// `application/merge-patch+json`; `application/json` is accepted too).
+///
+/// Without `If-Match` the patch applies to the version just read; if the team changes in
+/// between, the answer is 412 and nothing is written.
+#[utoipa::path(patch, path = "/v1/teams/{slug}", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug"),
+           ("If-Match" = Option<String>, Header, description = "ETag the patch is based on")),
+    request_body(content = super::schema::TeamPatchDoc, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, description = "Patched", body = super::schema::TeamDoc, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The team is deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The patched team is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let if_match = IfMatch::from_headers(&headers).expected()?;
+    if !patch.is_object() {
+        return Err(Problem::new(
+            ProblemKind::InvalidBody,
+            "a merge patch of a team must be a JSON object",
+        ));
+    }
+    let current = state.records.get_team(&slug).await?;
+    if let Some(expected) = if_match
+        && expected != current.resource_version
+    {
+        return Err(Problem::new(
+            ProblemKind::PreconditionFailed,
+            format!(
+                "team {slug:?} is at resource version {}, not {expected}",
+                current.resource_version
+            ),
+        ));
+    }
+    let mut document = serde_json::to_value(&current.spec).map_err(|e| Problem::internal(&e))?;
+    json_patch::merge(&mut document, &patch);
+    let bytes = serde_json::to_vec(&document).map_err(|e| Problem::internal(&e))?;
+    let spec: TeamSpec = parse_json(&bytes)?;
+    if spec.slug != slug {
+        return Err(slug_mismatch(&slug, &spec.slug));
+    }
+    let team = state.records.update_team(spec, Some(current.resource_version)).await?;
+    state.record_written();
+    Ok(team_response(StatusCode::OK, &team, false))
+}
+
+/// Delete a team: it becomes a tombstone (`deleted_at` set, still readable) and
+/// `muster.team.deleted` is announced; `sync_team` tears down its GitHub team and namespaces
+/// and purges the record when done. Deleting a tombstone again changes nothing.
+#[utoipa::path(delete, path = "/v1/teams/{slug}", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug"),
+           ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
+    responses(
+        (status = 202, description = "Tombstoned; teardown follows", body = super::schema::TeamDoc, headers(("ETag" = String))),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let expected = IfMatch::from_headers(&headers).expected()?;
+    let team = state.records.delete_team(&slug, expected).await?;
+    state.record_written();
+    Ok(team_response(StatusCode::ACCEPTED, &team, false))
+}
+
+/// The team's namespace records, one per environment.
+#[utoipa::path(get, path = "/v1/teams/{slug}/namespaces", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug")),
+    responses(
+        (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn namespaces(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    state.records.get_team(&slug).await?;
+    let filter = NamespaceFilter { team: Some(slug), ..NamespaceFilter::default() };
+    let items = state.records.list_namespaces(&filter).await?;
+    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// At most this many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// Runs keyed by this team (e.g. its syncs), newest first.
+#[utoipa::path(get, path = "/v1/teams/{slug}/runs", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug"), LimitQuery),
+    responses(
+        (status = 200, description = "Runs", body = super::schema::RunListDoc),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn runs(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+    Query(query): Query<LimitQuery>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
+    state.records.get_team(&slug).await?;
+    let filter = RunFilter { key: Some(slug), limit: Some(limit), ..RunFilter::default() };
+    let items = state.journal.list_runs(&filter).await.map_err(|e| Problem::internal(&e))?;
+    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+}
+
+/// A sync request that was published.
+#[derive(Serialize, ToSchema)]
+pub struct SyncAccepted {
+    /// The CloudEvent id of the `muster.team.sync` event.
+    pub id: String,
+    pub sequence: u64,
+    pub duplicate: bool,
+}
+
+/// Ask for a reconcile of the team now: publishes `muster.team.sync` (subject = slug).
+#[utoipa::path(post, path = "/v1/teams/{slug}/sync", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug")),
+    responses(
+        (status = 202, description = "Sync requested", body = SyncAccepted),
+        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "NATS or the store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sync(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    state.records.get_team(&slug).await?;
+    let id = ulid::Ulid::new().to_string();
+    let event = EventBuilderV10::new()
+        .id(id.clone())
+        .source(API_SOURCE)
+        .ty(TEAM_SYNC)
+        .subject(slug.clone())
+        .time(chrono::Utc::now())
+        .data("application/json", serde_json::json!({ "slug": slug, "reason": "api" }))
+        .build()
+        .map_err(|e| Problem::internal(&e))?;
+    let published = bus::publish_event(&state.js, &state.names, &event)
+        .await
+        .map_err(|e| Problem::unavailable(format!("cannot publish the sync request: {e}")))?;
+    Ok(json_with(
+        StatusCode::ACCEPTED,
+        &[],
+        &SyncAccepted { id, sequence: published.sequence, duplicate: published.duplicate },
+    ))
+}

@@ -1,0 +1,239 @@
+//! `engine teams create|list|get|update|delete`: the teams API from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::client::{ApiArgs, Client, encode, pairs, print_json, read_json_file};
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Create a team from --file or from flags.
+    Create {
+        #[command(flatten)]
+        fields: TeamFields,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List every team (deleted ones awaiting teardown are marked).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one team.
+    Get {
+        slug: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Update a team: --file replaces it (PUT); flags change only those fields (merge patch).
+    Update {
+        slug: String,
+        #[command(flatten)]
+        fields: TeamFields,
+        /// Only if the team is still at this resource version (its ETag).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a team: it becomes a tombstone and sync_team tears down its GitHub team and
+    /// namespaces, then purges it.
+    Delete {
+        slug: String,
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TeamFields {
+    /// The team as JSON (`-` for stdin); excludes the other field flags.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["slug", "name", "description", "members", "maintainers", "parent", "labels"])]
+    pub file: Option<PathBuf>,
+    /// DNS-1123 label (create only).
+    #[arg(long)]
+    pub slug: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// GitHub logins with the member role (repeat, or comma-separated).
+    #[arg(long = "member", value_delimiter = ',')]
+    pub members: Option<Vec<String>>,
+    /// GitHub logins with the maintainer role (repeat, or comma-separated).
+    #[arg(long = "maintainer", value_delimiter = ',')]
+    pub maintainers: Option<Vec<String>>,
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Namespace labels, KEY=VALUE (repeat).
+    #[arg(long = "label")]
+    pub labels: Option<Vec<String>>,
+}
+
+impl TeamFields {
+    /// The flags as a JSON object with only the fields given.
+    fn to_object(&self) -> anyhow::Result<Map<String, Value>> {
+        let mut object = Map::new();
+        let mut put = |key: &str, value: Value| {
+            object.insert(key.to_owned(), value);
+        };
+        if let Some(v) = &self.slug {
+            put("slug", json!(v));
+        }
+        if let Some(v) = &self.name {
+            put("name", json!(v));
+        }
+        if let Some(v) = &self.description {
+            put("description", json!(v));
+        }
+        if let Some(v) = &self.members {
+            put("members", json!(v));
+        }
+        if let Some(v) = &self.maintainers {
+            put("maintainers", json!(v));
+        }
+        if let Some(v) = &self.parent {
+            put("parent", json!(v));
+        }
+        if let Some(v) = &self.labels {
+            put("labels", Value::Object(pairs(v)?));
+        }
+        Ok(object)
+    }
+}
+
+fn print_team(team: &Value) {
+    let list = |key: &str| {
+        team[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    println!("slug         {}", team["slug"].as_str().unwrap_or_default());
+    println!("name         {}", team["name"].as_str().unwrap_or_default());
+    println!("description  {}", team["description"].as_str().unwrap_or_default());
+    println!("members      {}", list("members"));
+    println!("maintainers  {}", list("maintainers"));
+    if let Some(parent) = team["parent"].as_str() {
+        println!("parent       {parent}");
+    }
+    println!("version      {}", team["resource_version"]);
+    println!("updated      {}", team["updated_at"].as_str().unwrap_or_default());
+    if let Some(deleted) = team["deleted_at"].as_str() {
+        println!("deleted      {deleted} (tombstone: teardown in progress)");
+    }
+}
+
+pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TeamsCommand::Create { fields, api } => {
+            let client = Client::new(&api)?;
+            let body = match &fields.file {
+                Some(path) => read_json_file(path)?,
+                None => Value::Object(fields.to_object()?),
+            };
+            let answer = client
+                .call(Method::POST, "/v1/teams", Some(("application/json", &body)), None)
+                .await?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                println!(
+                    "created team {} (version {}); muster.team.created is on its way",
+                    answer.body["slug"].as_str().unwrap_or_default(),
+                    answer.body["resource_version"]
+                );
+            }
+        }
+        TeamsCommand::List { api } => {
+            let client = Client::new(&api)?;
+            let teams = client.list_all("/v1/teams").await?;
+            if api.json {
+                print_json(&Value::Array(teams))?;
+            } else {
+                println!(
+                    "{:<24} {:<28} {:>7} {:>11} {:>7}  STATE",
+                    "SLUG", "NAME", "MEMBERS", "MAINTAINERS", "VERSION"
+                );
+                for team in &teams {
+                    let count = |k: &str| team[k].as_array().map_or(0, Vec::len);
+                    println!(
+                        "{:<24} {:<28} {:>7} {:>11} {:>7}  {}",
+                        team["slug"].as_str().unwrap_or_default(),
+                        team["name"].as_str().unwrap_or_default(),
+                        count("members"),
+                        count("maintainers"),
+                        team["resource_version"],
+                        if team["deleted_at"].is_string() { "deleted" } else { "active" }
+                    );
+                }
+            }
+        }
+        TeamsCommand::Get { slug, api } => {
+            let client = Client::new(&api)?;
+            let answer = client
+                .call(Method::GET, &format!("/v1/teams/{}", encode(&slug)), None, None)
+                .await?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                print_team(&answer.body);
+            }
+        }
+        TeamsCommand::Update { slug, fields, if_version, api } => {
+            let client = Client::new(&api)?;
+            let path = format!("/v1/teams/{}", encode(&slug));
+            let tag = if_version.map(|v| format!("\"{v}\""));
+            let answer = match &fields.file {
+                Some(file) => {
+                    let body = read_json_file(file)?;
+                    client
+                        .call(Method::PUT, &path, Some(("application/json", &body)), tag.as_deref())
+                        .await?
+                }
+                None => {
+                    let patch = fields.to_object()?;
+                    if patch.is_empty() {
+                        anyhow::bail!("nothing to update: give --file or at least one field flag");
+                    }
+                    client
+                        .call(
+                            Method::PATCH,
+                            &path,
+                            Some(("application/merge-patch+json", &Value::Object(patch))),
+                            tag.as_deref(),
+                        )
+                        .await?
+                }
+            };
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                println!("updated team {slug} (version {})", answer.body["resource_version"]);
+            }
+        }
+        TeamsCommand::Delete { slug, if_version, api } => {
+            let client = Client::new(&api)?;
+            let tag = if_version.map(|v| format!("\"{v}\""));
+            let answer = client
+                .call(Method::DELETE, &format!("/v1/teams/{}", encode(&slug)), None, tag.as_deref())
+                .await?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                println!(
+                    "team {slug} deleted: it is now a tombstone (deleted_at {}); sync_team tears \
+                     down its GitHub team and namespaces, then purges the record",
+                    answer.body["deleted_at"].as_str().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,137 @@
+//! The engine daemon (`engine run`, `engine dev`): the workflow runtime, the records store, the
+//! outbox relay and the HTTP API in one process, stopped together by one shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use workflows::Workflow;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, StoreKind};
+use crate::metrics::Metrics;
+use crate::relay::Relay;
+use crate::runtime::{Engine, EngineError};
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A started daemon: listening, connected, store open.
+pub struct Daemon {
+    engine: Engine,
+    store: Store,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Binds the HTTP listener, opens the store (PostgreSQL: connects and checks migrations
+    /// first), then starts the engine.
+    ///
+    /// # Errors
+    /// The address is taken, the store is unreachable or not migrated, or the engine cannot
+    /// start.
+    pub async fn start(
+        config: Config,
+        workflows: Vec<Arc<dyn Workflow>>,
+    ) -> Result<Self, DaemonError> {
+        let addr = config.http.listen;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
+        // Fail on a stale database before touching NATS.
+        if config.store == StoreKind::Postgres {
+            store::connect_postgres(&config)
+                .await?
+                .check_migrations()
+                .await
+                .map_err(StoreError::Migrations)?;
+        }
+        let engine = Engine::start(config.clone(), workflows).await?;
+        let store = store::open(&config, engine.db()).await?;
+        Ok(Self { engine, store, listener, metrics: Metrics::new(), started: Instant::now() })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.engine.config().http.listen)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown`: the runtime drains in-flight runs within its grace period, the
+    /// HTTP server finishes requests in flight, the relay stops between publishes.
+    ///
+    /// # Errors
+    /// The engine or the HTTP server failed.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let config = self.engine.config().clone();
+        let wake = Arc::new(Notify::new());
+        let records = self.store.records();
+        let openapi_json = api::openapi_json();
+        let state = Arc::new(AppState {
+            store: self.store.clone(),
+            records: records.clone(),
+            journal: self.engine.journal(),
+            client: self.engine.client().clone(),
+            js: self.engine.jetstream().clone(),
+            names: self.engine.names().clone(),
+            relay_wake: wake.clone(),
+            metrics: self.metrics.clone(),
+            started: self.started,
+            max_event_bytes: config.streams.max_event_bytes,
+            openapi_json,
+        });
+        let relay = Relay::new(
+            records,
+            self.engine.jetstream().clone(),
+            self.engine.names().clone(),
+            wake,
+            config.outbox.clone(),
+            self.metrics.clone(),
+        );
+        let relay = tokio::spawn(relay.run(shutdown.clone()));
+        let counter = tokio::spawn(
+            self.metrics.clone().count_runs(self.engine.subscribe_finished(), shutdown.clone()),
+        );
+        let addr = self.http_addr();
+        let app = api::router(state, &config.http);
+        let http_shutdown = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                .await
+        });
+        info!(%addr, store = ?self.store.kind(), "HTTP API listening");
+        let outcome = self.engine.run(shutdown.clone()).await;
+        shutdown.cancel();
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(DaemonError::Serve(e)),
+            Err(e) => warn!(error = %e, "HTTP server task failed"),
+        }
+        let _ = relay.await;
+        counter.abort();
+        outcome.map_err(Into::into)
+    }
+}
