@@ -32,7 +32,8 @@ pub enum EnvsCommand {
     /// Update an environment: --file replaces it; flags change only those fields (read,
     /// change, write back with If-Match, so a concurrent change is refused, not lost).
     Update {
-        name: String,
+        #[arg(value_name = "NAME")]
+        environment: String,
         #[command(flatten)]
         fields: EnvFields,
         #[command(flatten)]
@@ -177,7 +178,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
                 print_env(&answer.body);
             }
         }
-        EnvsCommand::Update { name, fields, api } => {
+        EnvsCommand::Update { environment: name, fields, api } => {
             let client = Client::new(&api)?;
             let path = format!("/v1/environments/{}", encode(&name));
             let (body, tag) = match &fields.file {

@@ -214,3 +214,12 @@ fn shutdown_on_signals() -> CancellationToken {
     });
     token
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

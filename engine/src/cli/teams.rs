@@ -31,7 +31,8 @@ pub enum TeamsCommand {
     },
     /// Update a team: --file replaces it (PUT); flags change only those fields (merge patch).
     Update {
-        slug: String,
+        #[arg(value_name = "SLUG")]
+        team: String,
         #[command(flatten)]
         fields: TeamFields,
         /// Only if the team is still at this resource version (its ETag).
@@ -186,7 +187,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
                 print_team(&answer.body);
             }
         }
-        TeamsCommand::Update { slug, fields, if_version, api } => {
+        TeamsCommand::Update { team: slug, fields, if_version, api } => {
             let client = Client::new(&api)?;
             let path = format!("/v1/teams/{}", encode(&slug));
             let tag = if_version.map(|v| format!("\"{v}\""));
