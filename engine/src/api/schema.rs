@@ -16,7 +16,11 @@ use utoipa::ToSchema;
 #[schema(as = TeamSpec)]
 pub struct TeamSpecDoc {
     /// DNS-1123 label of at most 63 characters; the team's key.
-    #[schema(example = "payments")]
+    #[schema(
+        example = "payments",
+        pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        max_length = 63
+    )]
     slug: String,
     #[schema(example = "Payments")]
     name: String,
@@ -24,17 +28,27 @@ pub struct TeamSpecDoc {
     description: String,
     /// GitHub logins with the member role.
     #[serde(default)]
+    #[schema(value_type = Vec<GithubLogin>)]
     members: Vec<String>,
     /// GitHub logins with the maintainer role (disjoint from members).
     #[serde(default)]
+    #[schema(value_type = Vec<GithubLogin>)]
     maintainers: Vec<String>,
+    /// Slug of the parent team.
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     parent: Option<String>,
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     quota_profile: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
+
+/// A GitHub login.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}$", example = "octocat")]
+pub struct GithubLogin(String);
 
 /// A JSON Merge Patch (RFC 7396) of a team: fields present replace, `null` removes an optional
 /// field. `slug` cannot change.
@@ -96,8 +110,9 @@ pub struct TeamPageDoc {
 #[serde(deny_unknown_fields)]
 #[schema(as = EnvironmentSpec)]
 pub struct EnvironmentSpecDoc {
-    #[schema(example = "dev")]
+    #[schema(example = "dev", pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     name: String,
+    /// Cluster names (DNS-1123 labels).
     #[serde(default)]
     clusters: Vec<String>,
     /// ResourceQuota `hard`, e.g. `{"requests.cpu": "4"}`.

@@ -68,7 +68,7 @@ pub async fn dev(
          \x20 NATS       {url} (nats-server {version}, {bin_path})\n\
          \x20 JetStream  {store}  (log: {log})\n\
          \x20 journal    {journal}\n\
-         \x20 records    {records:?}\n\
+         \x20 records    {records}\n\
          \x20 HTTP API   {api}  (OpenAPI: {api}/openapi.json)\n\
          \x20 workflows  {names}\n\n\
          In another terminal, from this directory:\n\
@@ -84,7 +84,10 @@ pub async fn dev(
         store = store_dir.display(),
         log = log_file.display(),
         journal = journal.display(),
-        records = config.store,
+        records = match config.store {
+            crate::config::StoreKind::Sled => format!("sled, in {}", journal.display()),
+            crate::config::StoreKind::Postgres => "PostgreSQL (database-url)".to_owned(),
+        },
         api = format!("http://{}", daemon.http_addr()),
         names = names.join(", "),
     );
