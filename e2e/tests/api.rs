@@ -784,6 +784,31 @@ async fn cli_manages_teams_and_environments_through_the_api() -> anyhow::Result<
     world.cli(&["envs", "delete", "dev"]).await?;
     let envs: Vec<Value> = world.cli_json(&["envs", "list", "--json"]).await?;
     assert!(envs.is_empty());
+    let types = wait_for("the team events on the stream", WAIT, || async {
+        let events: Vec<Value> =
+            world.cli_json(&["events", "list", "--type", "muster.team.", "--json"]).await.ok()?;
+        let types: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["type"].as_str().unwrap_or_default(),
+                    e["subject"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        (types.len() == 4).then_some(types)
+    })
+    .await?;
+    assert_eq!(
+        types,
+        [
+            "muster.team.created payments",
+            "muster.team.created search",
+            "muster.team.updated search",
+            "muster.team.deleted search"
+        ]
+    );
     engine.stop().await
 }
 

@@ -163,7 +163,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
                         } else {
                             "no"
                         },
-                        env["resource_version"]
+                        env["resource_version"].to_string()
                     );
                 }
             }

@@ -8,6 +8,7 @@ pub mod client;
 mod dev;
 mod dlq;
 mod envs;
+mod events;
 mod migrate;
 mod output;
 mod ping;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Run the engine on embedded defaults: a supervised local nats-server with JetStream and
     /// the journal, both in the data dir.
     Dev(dev::DevArgs),
+    /// Read the events stream (the audit log).
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Publish a CloudEvent (binary mode) and print its stream sequence.
     Publish(publish::PublishArgs),
     /// Publish a ping and wait for its run to finish: an end-to-end smoke test.
@@ -150,6 +154,7 @@ async fn dispatch(
     match command {
         Command::Run(args) => run::run(config, workflows, args, shutdown_on_signals()).await,
         Command::Teams(command) => teams::teams(command).await,
+        Command::Events(command) => events::events(config, command).await,
         Command::Envs(command) => envs::envs(command).await,
         Command::Migrate => migrate::migrate(config).await,
         Command::Dev(args) => dev::dev(config, workflows, args, shutdown_on_signals()).await,

@@ -170,7 +170,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
                         team["name"].as_str().unwrap_or_default(),
                         count("members"),
                         count("maintainers"),
-                        team["resource_version"],
+                        team["resource_version"].to_string(),
                         if team["deleted_at"].is_string() { "deleted" } else { "active" }
                     );
                 }
