@@ -475,6 +475,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_lists_every_key_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/engine.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from_file: Config = toml::from_str(&text).unwrap();
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let mut config = Config::default();
         config.nats.password = Some(Secret::new("hunter2"));
