@@ -76,6 +76,21 @@ async fn wait_record_events(world: &mut World, expected: &[(&str, &str)]) -> any
     }
 }
 
+/// Waits until `/metrics` shows every line of `expected`.
+async fn metrics_show(http: &Client, api: &str, expected: &[&str]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = http.get(format!("{api}/metrics")).send().await?.text().await?;
+        if expected.iter().all(|line| text.lines().any(|l| l == *line)) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("/metrics lacks some of {expected:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn team(slug: &str) -> Value {
     json!({
         "slug": slug,
@@ -271,15 +286,16 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     let checks: Vec<&str> =
         ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(checks, ["nats", "streams", "store"]);
-    let metrics = http.get(format!("{api}/metrics")).send().await?.text().await?;
-    assert!(
-        metrics.contains(
-            "muster_http_requests_total{method=\"POST\",route=\"/v1/teams\",status=\"201\"} 3"
-        ),
-        "{metrics}"
-    );
-    assert!(metrics.contains("muster_outbox_published_total 10"), "{metrics}");
-    assert!(metrics.contains("muster_outbox_depth 0"), "{metrics}");
+    metrics_show(
+        &http,
+        &api,
+        &[
+            "muster_http_requests_total{method=\"POST\",route=\"/v1/teams\",status=\"201\"} 3",
+            "muster_outbox_published_total 10",
+            "muster_outbox_depth 0",
+        ],
+    )
+    .await?;
     engine.stop().await
 }
 
@@ -398,15 +414,16 @@ async fn runs_events_retry_and_dlq_over_http() -> anyhow::Result<()> {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     world.wait_run(&flaky2_id, RunStatus::Succeeded).await?;
 
-    let metrics = http.get(format!("{api}/metrics")).send().await?.text().await?;
-    assert!(
-        metrics.contains("muster_runs_finished_total{workflow=\"ping\",outcome=\"succeeded\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("muster_runs_finished_total{workflow=\"flaky\",outcome=\"failed\"}"),
-        "{metrics}"
-    );
+    metrics_show(
+        &http,
+        &api,
+        &[
+            "muster_runs_finished_total{workflow=\"ping\",outcome=\"succeeded\"} 3",
+            "muster_runs_finished_total{workflow=\"flaky\",outcome=\"failed\"} 2",
+            "muster_runs_finished_total{workflow=\"flaky\",outcome=\"succeeded\"} 2",
+        ],
+    )
+    .await?;
     engine.stop().await
 }
 
