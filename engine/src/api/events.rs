@@ -12,9 +12,12 @@ use utoipa::ToSchema;
 use super::extract::media_type;
 use super::problem::{FieldProblem, Problem, ProblemKind};
 use super::{ApiState, json_with};
-use crate::bus::{self, codec};
+use crate::bus::{self, Names, codec};
 
 const STRUCTURED: &str = "application/cloudevents+json";
+/// Longest NATS subject an event may map to (type and subject): NATS refuses protocol lines over
+/// 4 KiB, and a long subject is no use as a filter.
+const MAX_SUBJECT_BYTES: usize = 1024;
 const BATCH: &str = "application/cloudevents-batch+json";
 
 /// One stored event.
@@ -65,13 +68,16 @@ pub async fn ingest(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let max = state.max_event_bytes;
+    let names = &state.names;
     let media = media_type(&headers);
     let events = if headers.contains_key("ce-specversion") {
-        vec![decode_binary(&headers, &body, max)?]
+        vec![decode_binary(names, &headers, &body, max)?]
     } else {
         match media.as_deref() {
-            Some(STRUCTURED) => vec![decode(None, &body, max).map_err(|e| invalid(e, None))?],
-            Some(BATCH) => decode_batch(&body, max)?,
+            Some(STRUCTURED) => {
+                vec![decode(names, None, &body, max).map_err(|e| invalid(e, None))?]
+            }
+            Some(BATCH) => decode_batch(names, &body, max)?,
             other => {
                 return Err(Problem::new(
                     ProblemKind::UnsupportedMediaType,
@@ -100,13 +106,26 @@ pub async fn ingest(
     Ok(json_with(StatusCode::ACCEPTED, &[], &AcceptedEvents { events: accepted }))
 }
 
-/// Decodes with the runtime's codec, then checks that the type can name a subject.
-fn decode(headers: Option<&NatsHeaders>, body: &[u8], max: usize) -> Result<Event, String> {
+/// Decodes with the runtime's codec, then checks that the type and subject can name a NATS
+/// subject.
+fn decode(
+    names: &Names,
+    headers: Option<&NatsHeaders>,
+    body: &[u8],
+    max: usize,
+) -> Result<Event, String> {
     let event = codec::decode(headers, body, max).map_err(|e| e.to_string())?;
     if !bus::is_token_path(event.ty()) {
         return Err(format!(
             "type {:?} must be dot-separated tokens without spaces, `*` or `>`",
             event.ty()
+        ));
+    }
+    let subject = names.event_subject(&event);
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(format!(
+            "type and subject make a NATS subject of {} bytes; at most {MAX_SUBJECT_BYTES} allowed",
+            subject.len()
         ));
     }
     Ok(event)
@@ -121,7 +140,12 @@ fn invalid(reason: String, index: Option<usize>) -> Problem {
     }
 }
 
-fn decode_binary(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Event, Problem> {
+fn decode_binary(
+    names: &Names,
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+) -> Result<Event, Problem> {
     let mut nats = NatsHeaders::new();
     for (name, value) in headers {
         let name = name.as_str();
@@ -133,10 +157,10 @@ fn decode_binary(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Event, 
         })?;
         nats.insert(name, value);
     }
-    decode(Some(&nats), body, max).map_err(|e| invalid(e, None))
+    decode(names, Some(&nats), body, max).map_err(|e| invalid(e, None))
 }
 
-fn decode_batch(body: &[u8], max: usize) -> Result<Vec<Event>, Problem> {
+fn decode_batch(names: &Names, body: &[u8], max: usize) -> Result<Vec<Event>, Problem> {
     let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
         Problem::new(
             ProblemKind::MalformedJson,
@@ -151,7 +175,7 @@ fn decode_batch(body: &[u8], max: usize) -> Result<Vec<Event>, Problem> {
                 return Err(invalid("a CloudEvent is a JSON object".into(), Some(i)));
             }
             let bytes = serde_json::to_vec(item).map_err(|e| Problem::internal(&e))?;
-            decode(None, &bytes, max).map_err(|e| invalid(e, Some(i)))
+            decode(names, None, &bytes, max).map_err(|e| invalid(e, Some(i)))
         })
         .collect()
 }
