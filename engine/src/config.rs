@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// configuration keys (flags such as `MUSTER_NATS_URL`, secrets read by connectors, or variables
 /// Kubernetes injects for a Service named `muster`) and are ignored; a typo inside a section
 /// (`MUSTER_RUNTIME__MAX_ATEMPTS`) is still an error.
-const SECTIONS: &[&str] = &["data-dir", "log-format", "nats", "streams", "runtime"];
+const SECTIONS: &[&str] = &["data-dir", "log-format", "nats", "streams", "runtime", "schedules"];
 
 /// A secret string: readable by code, printed as `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Cron schedules; each tick publishes one event (see `engine::schedule`).
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 impl Default for Config {
@@ -65,6 +67,39 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             runtime: RuntimeConfig::default(),
             log_format: LogFormat::Text,
+            schedules: vec![ScheduleConfig::default()],
+        }
+    }
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Names the schedule, its events and its memory; letters, digits, - or _.
+    pub name: String,
+    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Type of the event each tick publishes.
+    pub event_type: String,
+    pub enabled: bool,
+    /// At start, skip the catch-up of a missed tick older than this (unset: always catch up).
+    #[serde(with = "humantime_serde")]
+    pub starting_deadline: Option<Duration>,
+}
+
+impl Default for ScheduleConfig {
+    /// `resync`: every 10 minutes, UTC.
+    fn default() -> Self {
+        Self {
+            name: "resync".into(),
+            cron: "0 */10 * * * *".into(),
+            timezone: "UTC".into(),
+            event_type: crate::schedule::FIRED_TYPE.into(),
+            enabled: true,
+            starting_deadline: None,
         }
     }
 }
@@ -262,6 +297,8 @@ impl Config {
         if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
             return invalid("nats.tls-cert-file and nats.tls-key-file go together");
         }
+        crate::schedule::parse_all(&self.schedules)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! - [`journal`]: the run and step journal (sled);
 //! - [`runtime`]: the runner (consume → journal → steps → ack/nak/term), retries, DLQ, the NATS
 //!   service endpoints;
+//! - [`schedule`]: cron schedules publishing one event per tick, leaderless, with catch-up;
 //! - [`natsd`]: locating and supervising a local nats-server (`engine dev`, tests, bench);
 //! - [`cli`]: one module per subcommand.
 
@@ -15,3 +16,4 @@ pub mod config;
 pub mod journal;
 pub mod natsd;
 pub mod runtime;
+pub mod schedule;
