@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "nats",
     "streams",
     "runtime",
+    "schedules",
     "store",
     "database-url",
     "database-schema",
@@ -67,6 +68,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Cron schedules; each tick publishes one event (see `engine::schedule`).
+    pub schedules: Vec<ScheduleConfig>,
     /// Where records (teams, environments, namespace records) live: `sled` (in the data dir)
     /// or `postgres` (`database-url`).
     pub store: StoreKind,
@@ -91,6 +94,39 @@ impl Default for Config {
             database_schema: None,
             http: HttpConfig::default(),
             outbox: OutboxConfig::default(),
+            schedules: vec![ScheduleConfig::default()],
+        }
+    }
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Names the schedule, its events and its memory; letters, digits, - or _.
+    pub name: String,
+    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Type of the event each tick publishes.
+    pub event_type: String,
+    pub enabled: bool,
+    /// At start, skip the catch-up of a missed tick older than this (unset: always catch up).
+    #[serde(with = "humantime_serde")]
+    pub starting_deadline: Option<Duration>,
+}
+
+impl Default for ScheduleConfig {
+    /// `resync`: every 10 minutes, UTC.
+    fn default() -> Self {
+        Self {
+            name: "resync".into(),
+            cron: "0 */10 * * * *".into(),
+            timezone: "UTC".into(),
+            event_type: crate::schedule::FIRED_TYPE.into(),
+            enabled: true,
+            starting_deadline: None,
         }
     }
 }
@@ -367,6 +403,8 @@ impl Config {
         if self.outbox.max_attempts == 0 {
             return invalid("outbox.max-attempts must be at least 1");
         }
+        crate::schedule::parse_all(&self.schedules)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 

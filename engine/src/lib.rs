@@ -6,6 +6,7 @@
 //! - [`journal`]: the run and step journal (sled);
 //! - [`runtime`]: the runner (consume → journal → steps → ack/nak/term), retries, DLQ, the NATS
 //!   service endpoints;
+//! - [`schedule`]: cron schedules publishing one event per tick, leaderless, with catch-up;
 //! - [`natsd`]: locating and supervising a local nats-server (`engine dev`, tests, bench);
 //! - [`store`]: the records store (sled or PostgreSQL) the daemon serves;
 //! - [`relay`]: the outbox relay that publishes record changes to JetStream;
@@ -26,4 +27,5 @@ pub mod metrics;
 pub mod natsd;
 pub mod relay;
 pub mod runtime;
+pub mod schedule;
 pub mod store;

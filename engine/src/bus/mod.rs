@@ -115,6 +115,11 @@ impl Names {
         format!("{}.runs.{workflow}.{}", self.prefix, subject_token(Some(key)))
     }
 
+    /// The key-value bucket remembering each schedule's last tick.
+    pub fn schedules_bucket(&self) -> String {
+        format!("{}_SCHEDULES", self.stream_base())
+    }
+
     pub fn dlq_subject(&self, workflow: &str) -> String {
         format!("{}.dlq.{workflow}", self.prefix)
     }

@@ -94,6 +94,7 @@ pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> 
     config.nats.prefix = format!("bench{suffix}");
     config.data_dir = scratch.path().join("data");
     config.runtime.concurrency = args.concurrency;
+    config.schedules.clear();
     config.streams.max_event_bytes = config.streams.max_event_bytes.max(64 * 1024);
 
     let (client, js) = bus::connect(&config).await?;

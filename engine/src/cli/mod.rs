@@ -15,6 +15,7 @@ mod ping;
 mod publish;
 mod run;
 mod runs;
+mod schedules;
 mod teams;
 
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Inspect runs (asks the running engine; reads the journal directly when none runs).
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Cron schedules: next ticks and the last fired one.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Inspect, replay or purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -162,6 +166,7 @@ async fn dispatch(
         Command::Ping(args) => ping::ping(config, args).await,
         Command::Runs(command) => runs::runs(config, command).await,
         Command::Dlq(command) => dlq::dlq(config, command).await,
+        Command::Schedules(command) => schedules::schedules(config, command).await,
         Command::Bench(args) => bench::bench(config, args).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);

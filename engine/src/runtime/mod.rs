@@ -71,6 +71,8 @@ pub enum EngineError {
     InvalidWorkflowName(String),
     #[error("cannot start the NATS service endpoints: {0}")]
     Service(String),
+    #[error("{0}")]
+    Schedule(String),
 }
 
 /// The workflows an engine runs: the built-in ones plus those a binary adds.
@@ -87,6 +89,9 @@ pub struct Engine {
     journal: Arc<SledJournal>,
     workflows: Vec<Arc<dyn Workflow>>,
     consumers: Vec<async_nats::jetstream::consumer::PullConsumer>,
+    schedules: Vec<crate::schedule::Schedule>,
+    /// The schedules' memory; absent when no schedule is enabled.
+    schedule_store: Option<async_nats::jetstream::kv::Store>,
     finished: broadcast::Sender<RunFinished>,
 }
 
@@ -136,6 +141,12 @@ impl Engine {
             };
             consumers.push(bus::ensure_consumer(&js, &names, &spec).await?);
         }
+        let schedules = crate::schedule::parse_all(&config.schedules)
+            .map_err(|e| EngineError::Schedule(e.to_string()))?;
+        let schedule_store = match schedules.iter().any(|s| s.config.enabled) {
+            true => Some(crate::schedule::bucket(&js, &names, config.streams.replicas).await?),
+            false => None,
+        };
         let (finished, _) = broadcast::channel(FINISHED_CHANNEL);
         info!(
             nats = %config.nats_url(),
@@ -151,6 +162,8 @@ impl Engine {
             journal: Arc::new(journal),
             workflows,
             consumers,
+            schedules,
+            schedule_store,
             finished,
         })
     }
@@ -220,6 +233,15 @@ impl Engine {
             });
             pullers.spawn(runner.consume(consumer, shutdown.clone(), tracker.clone()));
         }
+        let scheduler = self.schedule_store.clone().map(|store| {
+            tokio::spawn(crate::schedule::run(
+                self.js.clone(),
+                self.names.clone(),
+                store,
+                self.schedules.clone(),
+                shutdown.clone(),
+            ))
+        });
         let sweeper = tokio::spawn(sweep_journal(
             self.journal.clone(),
             runtime.journal_retention,
@@ -237,6 +259,9 @@ impl Engine {
             );
         }
         sweeper.abort();
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
         service.stop().await;
         if let Err(e) = self.client.flush().await {
             warn!(error = %e, "could not flush the NATS connection");
