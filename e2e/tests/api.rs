@@ -285,7 +285,8 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::OK, "{ready}");
     let checks: Vec<&str> =
         ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(checks, ["nats", "streams", "store"]);
+    assert_eq!(checks, ["nats", "streams", "store", "schedules"]);
+    assert_eq!(ready["schedules"][0]["name"], "resync", "{ready}");
     metrics_show(
         &http,
         &api,

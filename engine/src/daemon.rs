@@ -89,6 +89,8 @@ impl Daemon {
         let wake = Arc::new(Notify::new());
         let records = self.store.records();
         let openapi_json = api::openapi_json();
+        let (schedules, schedule_store) = self.engine.schedules();
+        let (schedules, schedule_store) = (schedules.to_vec(), schedule_store.cloned());
         let state = Arc::new(AppState {
             store: self.store.clone(),
             records: records.clone(),
@@ -101,6 +103,8 @@ impl Daemon {
             started: self.started,
             max_event_bytes: config.streams.max_event_bytes,
             openapi_json,
+            schedules,
+            schedule_store,
         });
         let relay = Relay::new(
             records,

@@ -25,6 +25,17 @@ pub struct Check {
     pub duration_ms: u64,
 }
 
+/// The last tick of one schedule.
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleTick {
+    pub name: String,
+    /// The last tick fired by any replica (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick: Option<String>,
+    /// A due tick has not fired (also a failing `schedules` check).
+    pub overdue: bool,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, or `fail` when a readiness check failed.
@@ -36,6 +47,9 @@ pub struct Health {
     /// Readiness only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
+    /// Readiness only: the last tick of every enabled schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleTick>,
 }
 
 fn health(state: &ApiState, status: &str, checks: Vec<Check>) -> Health {
@@ -45,6 +59,7 @@ fn health(state: &ApiState, status: &str, checks: Vec<Check>) -> Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started.elapsed().as_secs(),
         checks,
+        schedules: Vec::new(),
     }
 }
 
@@ -71,8 +86,8 @@ where
     }
 }
 
-/// Readiness: NATS answers a round trip, the events and DLQ streams are reachable, and the
-/// records store accepts writes. 503 when a check fails.
+/// Readiness: NATS answers a round trip, the events and DLQ streams are reachable, the records
+/// store accepts writes, and no enabled schedule has missed a due tick. 503 when a check fails.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -93,11 +108,36 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
         Ok(())
     });
     let store = check("store", state.store.probe_writable());
-    let (nats, streams, store) = tokio::join!(nats, streams, store);
-    let checks = vec![nats, streams, store];
+    let mut ticks = Vec::new();
+    let schedules = check("schedules", async {
+        let Some(memory) = &state.schedule_store else { return Ok(()) };
+        let enabled: Vec<_> =
+            state.schedules.iter().filter(|s| s.config.enabled).cloned().collect();
+        let statuses = crate::schedule::status::statuses(memory, &enabled, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let overdue: Vec<String> =
+            statuses.iter().filter(|s| s.overdue).map(|s| s.name.clone()).collect();
+        ticks = statuses
+            .into_iter()
+            .map(|s| ScheduleTick {
+                name: s.name,
+                last_tick: s.last_tick.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                overdue: s.overdue,
+            })
+            .collect();
+        match overdue.is_empty() {
+            true => Ok(()),
+            false => Err(format!("due ticks not fired: {}", overdue.join(", "))),
+        }
+    });
+    let (nats, streams, store, schedules) = tokio::join!(nats, streams, store, schedules);
+    let checks = vec![nats, streams, store, schedules];
     let ready = checks.iter().all(|c| c.status == "ok");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_with(status, &[no_store()], &health(&state, if ready { "ok" } else { "fail" }, checks))
+    let mut answer = health(&state, if ready { "ok" } else { "fail" }, checks);
+    answer.schedules = ticks;
+    json_with(status, &[no_store()], &answer)
 }
 
 /// Prometheus metrics (OpenMetrics text).

@@ -60,6 +60,9 @@ pub struct AppState {
     pub max_event_bytes: usize,
     /// The OpenAPI document, rendered once.
     pub openapi_json: String,
+    /// Schedules and their shared memory, for readiness (absent when none is enabled).
+    pub schedules: Vec<crate::schedule::Schedule>,
+    pub schedule_store: Option<async_nats::jetstream::kv::Store>,
 }
 
 pub type ApiState = Arc<AppState>;

@@ -199,6 +199,14 @@ impl Engine {
         &self.config
     }
 
+    /// The parsed schedules and their shared memory (absent when none is enabled), for status
+    /// reports such as `/readyz`.
+    pub fn schedules(
+        &self,
+    ) -> (&[crate::schedule::Schedule], Option<&async_nats::jetstream::kv::Store>) {
+        (&self.schedules, self.schedule_store.as_ref())
+    }
+
     /// Drives the workflows until `shutdown` is cancelled, then stops pulling and lets in-flight
     /// runs finish within the grace period. Runs still in flight after it are abandoned unacked:
     /// JetStream redelivers them after the ack wait and they resume from their journal.
