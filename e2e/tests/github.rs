@@ -461,3 +461,57 @@ async fn a_github_app_authenticates_with_an_installation_token() {
         fake.requests().iter().filter(|r| r.path == "/app/installations/42/access_tokens").count();
     assert_eq!(minted, 1, "one installation token, reused until it nears expiry");
 }
+
+#[tokio::test]
+async fn a_slow_answer_is_a_retryable_timeout_not_a_hang() {
+    let fake = fake().await;
+    let config = GitHubConfig { request_timeout: Duration::from_secs(1), ..config(&fake, FAST) };
+    let github = adapter(&config);
+    fake.inject(Fault::latency(Duration::from_millis(2500)));
+    let started = std::time::Instant::now();
+    let err = github.ensure_team(&team("Slowpoke", None)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(matches!(err, GitHubError::Transport { .. }), "{err}");
+    assert!(err.is_retryable() && err.retry_after().is_none());
+}
+
+#[tokio::test]
+async fn a_share_of_requests_hitting_a_secondary_limit_is_retryable_after_a_minute() {
+    let fake = fake().await;
+    let github = adapter(&config(&fake, FAST));
+    // Every second request is limited: the first passes, the second is refused.
+    fake.rate_limit_fraction(0.5);
+    github.acting_login().await.unwrap();
+    let err = github.ensure_team(&team("Crowded", None)).await.unwrap_err();
+    assert!(
+        matches!(err, GitHubError::RateLimited { limit: RateLimitKind::Secondary, .. }),
+        "{err}"
+    );
+    assert!(err.retry_after().unwrap() >= Duration::from_secs(60));
+    assert_eq!(fake.requests().iter().filter(|r| r.status == 403).count(), 1);
+}
+
+#[tokio::test]
+async fn a_nested_team_gets_and_loses_its_parent() {
+    let fake = fake().await;
+    let github = adapter(&config(&fake, FAST));
+    let parent = github.ensure_team(&team("Platform", None)).await.unwrap();
+    let nested = DesiredTeam { parent: Some("platform".into()), ..team("SRE", None) };
+    let child = github.ensure_team(&nested).await.unwrap();
+    assert_eq!(fake.team("sre").unwrap().parent, Some(parent.id));
+
+    let again = github
+        .ensure_team(&DesiredTeam { known: Some(child.team_ref()), ..nested.clone() })
+        .await
+        .unwrap();
+    assert!(again.changed.is_empty(), "{:?}", again.changed);
+
+    let top_level = DesiredTeam { parent: None, known: Some(child.team_ref()), ..nested.clone() };
+    let moved = github.ensure_team(&top_level).await.unwrap();
+    assert_eq!(moved.changed, [TeamField::Parent]);
+    assert_eq!(fake.team("sre").unwrap().parent, None);
+
+    let orphan = DesiredTeam { parent: Some("nope".into()), ..nested };
+    let err = github.ensure_team(&orphan).await.unwrap_err();
+    assert!(matches!(err, GitHubError::NotFound { .. }) && !err.is_retryable(), "{err}");
+}

@@ -252,7 +252,7 @@ impl Live {
                         })?;
                     Ok(format!("{slug}[bot]"))
                 } else {
-                    let reply = self.get("/user", "read the token's user").await;
+                    let reply = self.get("/user", "read the user").await;
                     let user: Value =
                         parse(&ok_or(self, reply, "read the user")?, "read the user")?;
                     user["login"].as_str().map(str::to_owned).ok_or_else(|| {
