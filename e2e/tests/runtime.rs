@@ -364,3 +364,27 @@ async fn a_second_signal_exits_at_once() -> anyhow::Result<()> {
     assert_eq!(status.code(), Some(130));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_step_longer_than_the_ack_wait_is_kept_alive_by_heartbeats() -> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    world.set("MUSTER_RUNTIME__ACK_WAIT", "1s");
+    let dir = world.effects_dir();
+    let mut engine = world.start_engine().await?;
+    // Three ack waits long: without progress heartbeats JetStream would redeliver it twice.
+    let nap = event("test.sleep", "h-1", "k", json!({"dir": dir, "sleep_ms": 3500}));
+    world.publish(&nap).await?;
+    let detail = world.wait_run(&run_id("sleepy", &nap), RunStatus::Succeeded).await?;
+    assert_eq!(detail.run.attempts, 1);
+    assert_eq!(effects(&dir), ["nap-start h-1", "nap-end h-1"], "the step ran once");
+    let consumer = world
+        .jetstream()
+        .await?
+        .get_stream("MUSTER_EVENTS")
+        .await?
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("sleepy")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    assert_eq!(consumer.cached_info().num_redelivered, 0);
+    engine.stop().await
+}

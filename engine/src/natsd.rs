@@ -201,8 +201,9 @@ impl NatsServerBin {
     }
 }
 
-/// Finds a `nats-server` that is at least [`MIN_VERSION`]: `$NATS_SERVER_BIN` first, then each
-/// `nats-server` on `PATH` in order. The first recent enough one wins.
+/// Finds a `nats-server` that is at least [`MIN_VERSION`]: `$NATS_SERVER_BIN` first, then the one
+/// `scripts/bootstrap-nats` installed under the current directory, then each `nats-server` on
+/// `PATH` in order. The first recent enough one wins.
 ///
 /// # Errors
 ///
@@ -223,11 +224,19 @@ pub fn locate() -> Result<NatsServerBin, NatsdError> {
     Err(first_error.unwrap_or(NatsdError::NotFound))
 }
 
-/// `$NATS_SERVER_BIN`, then every `nats-server` file on `PATH`, without duplicates.
+/// Where `scripts/bootstrap-nats` puts the server, relative to the repository root.
+pub const BOOTSTRAPPED: &str = ".tools/bin/nats-server";
+
+/// `$NATS_SERVER_BIN`, then [`BOOTSTRAPPED`] under the current directory, then every
+/// `nats-server` file on `PATH`, without duplicates.
 fn candidates() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = Vec::new();
     if let Some(bin) = std::env::var_os(BIN_ENV).filter(|bin| !bin.is_empty()) {
         found.push(PathBuf::from(bin));
+    }
+    let bootstrapped = PathBuf::from(BOOTSTRAPPED);
+    if bootstrapped.is_file() {
+        found.push(bootstrapped);
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {

@@ -675,14 +675,30 @@ impl PgRecords {
             .bind(to_db_version(next.resource_version))
             .bind(Json(&next))
             .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if constraint(&e) == Some("namespace_records_name_unique") {
-                    RecordsError::already_exists(RecordKind::Namespace, &next.name)
-                } else {
-                    backend(e)
-                }
-            })?;
+            .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(e) if constraint(&e) == Some("namespace_records_name_unique") => {
+                drop(tx);
+                // A racing first upsert of this same record trips the name constraint before
+                // the primary key's ON CONFLICT: that is a lost race (try again), not a clash
+                // with another team × environment.
+                let owner: Option<(String, String)> = sqlx::query_as(
+                    "SELECT team, environment FROM namespace_records WHERE name = $1",
+                )
+                .bind(&next.name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+                return match owner {
+                    Some((team, env)) if team != spec.team || env != spec.environment => {
+                        Err(RecordsError::already_exists(RecordKind::Namespace, &next.name))
+                    }
+                    _ => Ok(None),
+                };
+            }
+            Err(e) => return Err(backend(e)),
+        };
         if done.rows_affected() != 1 {
             return Ok(None);
         }

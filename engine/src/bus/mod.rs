@@ -301,12 +301,16 @@ pub struct Published {
 /// Publishes an event in binary mode on its subject and waits for the PubAck.
 ///
 /// # Errors
-/// No stream takes the subject, or the server did not acknowledge in time.
+/// A type that cannot name a subject, no stream takes the subject, or the server did not
+/// acknowledge in time.
 pub async fn publish_event(
     js: &Context,
     names: &Names,
     event: &Event,
 ) -> Result<Published, BusError> {
+    if !is_token_path(event.ty()) {
+        return Err(BusError::InvalidType(event.ty().to_owned()));
+    }
     let subject = names.event_subject(event);
     let (headers, body) = codec::encode(event);
     publish_raw(js, subject, headers, body).await

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Runs in flight in the engine during the Muster half.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Pings sent one at a time after the throughput halves, for latency at rest.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -55,9 +58,19 @@ struct Report {
     muster_seconds: f64,
     muster_runs_per_s: f64,
     ratio: f64,
+    /// Publish-to-finished latency of the N runs of the Muster half (queueing included).
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Publish-to-finished latency of single pings sent one at a time.
+    rest_samples: usize,
+    rest_p50_ms: f64,
+    rest_p99_ms: f64,
+}
+
+/// The `q` quantile of sorted samples.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
 pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -102,13 +115,15 @@ pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> 
         .await
         .context("raw half timed out")??;
     eprintln!("Muster: {} ping runs ...", args.events);
-    let (muster, mut latencies) =
-        tokio::time::timeout(PHASE_TIMEOUT, muster_half(&config, &js, &events))
-            .await
-            .context("Muster half timed out")??;
+    let (muster, mut latencies, mut at_rest) = tokio::time::timeout(
+        PHASE_TIMEOUT,
+        muster_half(&config, &js, &events, args.latency_samples.max(1), &suffix),
+    )
+    .await
+    .context("Muster half timed out")??;
 
     latencies.sort_by(f64::total_cmp);
-    let quantile = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    at_rest.sort_by(f64::total_cmp);
     let n = args.events as f64;
     let report = Report {
         events: args.events,
@@ -119,9 +134,12 @@ pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> 
         muster_seconds: muster.as_secs_f64(),
         muster_runs_per_s: n / muster.as_secs_f64(),
         ratio: raw.as_secs_f64() / muster.as_secs_f64(),
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
-        max_ms: quantile(1.0),
+        p50_ms: quantile(&latencies, 0.50),
+        p99_ms: quantile(&latencies, 0.99),
+        max_ms: quantile(&latencies, 1.0),
+        rest_samples: at_rest.len(),
+        rest_p50_ms: quantile(&at_rest, 0.50),
+        rest_p99_ms: quantile(&at_rest, 0.99),
     };
     if let Some(mut server) = server {
         server.stop().await?;
@@ -141,8 +159,12 @@ pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> 
         );
         println!("ratio Muster/raw       {:>10.3}", report.ratio);
         println!(
-            "publish→finished       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            report.p50_ms, report.p99_ms, report.max_ms
+            "publish→finished       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} at once)",
+            report.p50_ms, report.p99_ms, report.max_ms, report.events
+        );
+        println!(
+            "publish→finished       p50 {:.2} ms, p99 {:.2} ms (one at a time, {} pings)",
+            report.rest_p50_ms, report.rest_p99_ms, report.rest_samples
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -220,10 +242,13 @@ async fn muster_half(
     config: &Config,
     js: &async_nats::jetstream::Context,
     events: &[cloudevents::Event],
-) -> anyhow::Result<(Duration, Vec<f64>)> {
+    rest_samples: usize,
+    suffix: &str,
+) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
     let engine = Engine::start(config.clone(), crate::runtime::builtin_workflows()).await?;
     let names = Names::new(config.nats.prefix.clone());
     let mut finished = engine.subscribe_finished();
+    let finished_rest = engine.subscribe_finished();
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
 
@@ -256,11 +281,32 @@ async fn muster_half(
         sent_at.lock().expect("lock").insert(run_ids[i].clone(), Instant::now());
     })
     .await?;
-    let result = waiter.await?;
+    let (elapsed, latencies) = waiter.await??;
+
+    // Latency at rest: one ping at a time.
+    let mut finished = finished_rest;
+    let mut at_rest = Vec::with_capacity(rest_samples);
+    for i in 0..rest_samples {
+        let event = EventBuilderV10::new()
+            .id(format!("bench-{suffix}-rest-{i}"))
+            .source("/engine/bench")
+            .ty(workflows::ping::PING_TYPE)
+            .build()?;
+        let id = run_id("ping", &event);
+        let sent = Instant::now();
+        bus::publish_event(js, &names, &event).await?;
+        loop {
+            let run = finished.recv().await.context("engine stopped during the latency samples")?;
+            if run.run_id == id {
+                at_rest.push(sent.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+        }
+    }
     shutdown.cancel();
     engine_task.await??;
     for stream in [names.events_stream(), names.dlq_stream()] {
         js.delete_stream(&stream).await?;
     }
-    result
+    Ok((elapsed, latencies, at_rest))
 }

@@ -134,10 +134,23 @@ impl Runner {
         _permit: OwnedSemaphorePermit,
         shutdown: CancellationToken,
     ) {
-        let message = Arc::new(message);
-        let heartbeat = tokio::spawn(heartbeat(message.clone(), self.ack_wait / 3));
-        let _stop_heartbeat = AbortOnDrop(heartbeat);
-        let answer = self.process(&message, &shutdown).await;
+        let answer = {
+            // The heartbeat shares the task with the run: no task per message.
+            let every = (self.ack_wait / 3).max(Duration::from_millis(100));
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let work = self.process(&message, &shutdown);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    answer = &mut work => break answer,
+                    _ = ticks.tick() => {
+                        if let Err(e) = message.ack_with(AckKind::Progress).await {
+                            debug!(error = %e, "progress heartbeat failed");
+                        }
+                    }
+                }
+            }
+        };
         let sent = match answer {
             Answer::Ack => message.ack().await,
             Answer::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
@@ -301,7 +314,7 @@ impl Runner {
                 if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
                     return self.infra_failure("journaling the run's success", &e);
                 }
-                info!(attempts = run.attempts, "run succeeded");
+                debug!(attempts = run.attempts, "run succeeded");
                 self.announce(&run);
                 Answer::Ack
             }
@@ -415,26 +428,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// Tells JetStream the message is still being worked on, until aborted.
-async fn heartbeat(message: Arc<Message>, every: Duration) {
-    let every = every.max(Duration::from_millis(100));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        ticks.tick().await;
-        if let Err(e) = message.ack_with(AckKind::Progress).await {
-            debug!(error = %e, "progress heartbeat failed");
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// One async mutex per key in use; entries are removed when the last holder or waiter leaves.
