@@ -459,6 +459,15 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    if uri.path() == "/_fake/log" {
+        // The dev aid's own endpoint: no faults, no quota, no authentication, not logged.
+        let log = json!(state.lock().unwrap_or_else(|e| e.into_inner()).log).to_string();
+        let mut response = Response::new(Body::from(log));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
+    }
     let mutating = matches!(method, Method::POST | Method::PATCH | Method::PUT | Method::DELETE);
     let latency = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -562,7 +571,6 @@ fn route(s: &mut State, r: &Request, token: &str) -> Answer {
     let installation = s.installation_tokens.iter().any(|t| t == token);
     let acting = if installation { format!("{}[bot]", s.app_slug) } else { s.token_login.clone() };
     match (&r.method, segments.as_slice()) {
-        (&Method::GET, ["_fake", "log"]) => Answer::json(StatusCode::OK, json!(s.log)),
         (&Method::GET, ["rate_limit"]) => {
             let b = s.budget;
             let core = json!({"limit": b.limit, "remaining": b.remaining, "used": b.limit - b.remaining, "reset": b.reset, "resource": "core"});
