@@ -429,27 +429,38 @@ async fn gone_is_not_an_error_and_deletion_needs_the_config() {
     assert!(!github.delete_team(&team_ref).await.unwrap(), "already gone");
 }
 
-#[tokio::test]
-async fn a_github_app_authenticates_with_an_installation_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("app.pem");
+fn app_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("app.pem");
     let generated = std::process::Command::new("openssl")
         .args(["genrsa", "-traditional", "-out"])
         .arg(&key)
         .arg("2048")
         .output();
     match generated {
-        Ok(out) if out.status.success() => {}
+        Ok(out) if out.status.success() => key,
         other => panic!("openssl genrsa is needed to make a test App key: {other:?}"),
     }
-    let fake = fake().await;
-    let config = GitHubConfig {
+}
+
+fn app_config(fake: &FakeGitHub, key: std::path::PathBuf) -> GitHubConfig {
+    GitHubConfig {
         token: None,
         app_id: Some(1),
         private_key_path: Some(key),
         installation_id: Some(42),
-        ..config(&fake, FAST)
-    };
+        ..config(fake, FAST)
+    }
+}
+
+fn tokens_minted(fake: &FakeGitHub) -> usize {
+    fake.requests().iter().filter(|r| r.path == "/app/installations/42/access_tokens").count()
+}
+
+#[tokio::test]
+async fn a_github_app_authenticates_with_an_installation_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake().await;
+    let config = app_config(&fake, app_key(dir.path()));
     let github = adapter(&config);
     assert!(!github.is_plan_only());
     let synced = sync(&github, &config, &team("Apps", None), &["alice"], &[]).await.unwrap();
@@ -457,9 +468,20 @@ async fn a_github_app_authenticates_with_an_installation_token() {
     assert_eq!(github.acting_login().await.unwrap().as_deref(), Some("muster[bot]"));
     // An App is not made maintainer by creating the team.
     assert_eq!(roles(&fake, "apps"), pairs(&[("alice", "maintainer")]));
-    let minted =
-        fake.requests().iter().filter(|r| r.path == "/app/installations/42/access_tokens").count();
-    assert_eq!(minted, 1, "one installation token, reused until it nears expiry");
+    assert_eq!(tokens_minted(&fake), 1, "one installation token, reused until it nears expiry");
+}
+
+#[tokio::test]
+async fn an_installation_token_is_renewed_well_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake().await;
+    // Tokens that live 4 minutes are inside the 5-minute margin from the start.
+    fake.set_installation_token_ttl(Duration::from_secs(240));
+    let github = adapter(&app_config(&fake, app_key(dir.path())));
+    github.ensure_team(&team("Apps", None)).await.unwrap();
+    let after_first = tokens_minted(&fake);
+    github.team_members(&TeamRef::slug("apps")).await.unwrap();
+    assert!(tokens_minted(&fake) > after_first, "renewed with less than 5 minutes left");
 }
 
 #[tokio::test]

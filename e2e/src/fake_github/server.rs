@@ -176,8 +176,9 @@ struct State {
     /// The login a personal token acts as.
     token_login: String,
     app_slug: String,
-    /// Tokens minted for the App's installation.
+    /// Tokens minted for the App's installation, and how long they live.
     installation_tokens: Vec<String>,
+    installation_token_ttl: Duration,
     teams: BTreeMap<u64, TeamState>,
     next_id: u64,
     user_ids: HashMap<String, u64>,
@@ -197,6 +198,7 @@ impl State {
             token_login: "muster-bot".into(),
             app_slug: "muster".into(),
             installation_tokens: Vec::new(),
+            installation_token_ttl: Duration::from_secs(3600),
             teams: BTreeMap::new(),
             next_id: 100,
             user_ids: HashMap::new(),
@@ -319,6 +321,11 @@ impl FakeGitHub {
         let mut s = self.state();
         s.token_login = login.to_owned();
         s.org_members.insert(login.to_ascii_lowercase(), login.to_owned());
+    }
+
+    /// How long the installation tokens it mints live (GitHub: one hour).
+    pub fn set_installation_token_ttl(&self, ttl: Duration) {
+        self.state().installation_token_ttl = ttl;
     }
 
     /// Creates a team as if through GitHub's UI (no request logged); returns its id.
@@ -597,7 +604,8 @@ fn route(s: &mut State, r: &Request, token: &str) -> Answer {
         (&Method::POST, ["app", "installations", id, "access_tokens"]) => {
             let token = format!("ghs_fake_{id}_{}", s.installation_tokens.len() + 1);
             s.installation_tokens.push(token.clone());
-            let expires = Utc::now() + chrono::Duration::hours(1);
+            let ttl = chrono::Duration::from_std(s.installation_token_ttl).unwrap_or_default();
+            let expires = Utc::now() + ttl;
             Answer::json(
                 StatusCode::CREATED,
                 json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
