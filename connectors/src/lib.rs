@@ -2,4 +2,5 @@
 //! PostgreSQL) and clusters (kube). Each adapter lives in its own module and is selected by
 //! configuration in the engine.
 
+pub mod github;
 pub mod records;

@@ -5,6 +5,8 @@
 //!   the [`RunError`] kinds the runtime maps onto JetStream acknowledgements;
 //! - [`event`]: CloudEvent helpers shared by workflows and the runtime;
 //! - [`ping`]: the built-in `ping` workflow, an operator's smoke test;
+//! - [`github`]: the [`github::GitHub`] port, its error kinds, and the pure member planner with
+//!   its guards (mass removal, minimum maintainers, the acting identity);
 //! - [`records`]: teams, environments and namespace records, their validation, and the
 //!   [`records::Records`] port with its transactional outbox.
 //!
@@ -12,6 +14,7 @@
 //! crate; adapters behind the ports live in `connectors`.
 
 pub mod event;
+pub mod github;
 pub mod ping;
 pub mod records;
 pub mod workflow;

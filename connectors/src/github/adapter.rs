@@ -1,0 +1,752 @@
+//! [`OctocrabGitHub`]: the [`GitHub`] port over GitHub's REST API with octocrab.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use octocrab::Octocrab;
+use octocrab::models::teams::{FullTeam, Team, TeamInvitation, TeamPrivacy};
+use octocrab::models::{AppId, Author, InstallationId};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use tracing::{debug, instrument, warn};
+use workflows::github::{
+    DesiredTeam, GitHub, GitHubError, GitHubTeam, Member, MembershipState, Privacy, Role,
+    TeamField, TeamRef, slug_for,
+};
+
+use super::config::{Credentials, GitHubConfig, GitHubConfigError};
+use super::limits::RateGate;
+
+/// Items per page of every list (GitHub's maximum).
+pub const PER_PAGE: u32 = 100;
+/// A list longer than this many pages is refused rather than read forever.
+pub const MAX_PAGES: usize = 200;
+/// Cached conditional-GET answers kept before the cache starts over.
+pub const MAX_CACHED_RESPONSES: usize = 10_000;
+/// An installation token is renewed when it has less than this left (it lives one hour).
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The GitHub adapter: a live client, or plan-only when no credentials are configured.
+///
+/// # Guarantees
+/// - At most one mutating request at a time, each at least `write-interval` after the previous
+///   one's answer; reads are not delayed.
+/// - Every GET is conditional once its ETag is known, so an unchanged resource costs no
+///   primary quota (GitHub answers 304 and the cached body is used).
+/// - Rate limits are never slept through: the call fails at once with
+///   [`GitHubError::RateLimited`] and its `after`, and nothing is sent until then.
+/// - Every list is read to its last page (`per_page=100`, Link headers).
+pub struct OctocrabGitHub {
+    mode: Mode,
+    allow_team_deletion: bool,
+}
+
+enum Mode {
+    PlanOnly,
+    Live(Box<Live>),
+}
+
+struct Live {
+    crab: Octocrab,
+    /// The App-authenticated client (JWT), for `GET /app`.
+    app: Option<Octocrab>,
+    installation: bool,
+    org: String,
+    write_interval: Duration,
+    request_timeout: Duration,
+    gate: RateGate,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// When the last mutating request was answered; the lock serialises writes.
+    last_write: tokio::sync::Mutex<Option<Instant>>,
+    acting: OnceCell<String>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    etag: String,
+    body: String,
+    link: Option<String>,
+}
+
+/// An answer with a 2xx status (a 304 is turned back into the cached 200).
+struct Reply {
+    body: String,
+    link: Option<String>,
+}
+
+/// A non-2xx answer that is not a rate limit.
+struct Failure {
+    status: StatusCode,
+    message: String,
+    headers: HeaderMap,
+}
+
+impl OctocrabGitHub {
+    /// Builds the adapter from a validated configuration. Without credentials it is plan-only
+    /// and never connects.
+    ///
+    /// # Errors
+    /// An invalid configuration, an unreadable or invalid App private key, or an API URL
+    /// octocrab rejects.
+    pub fn new(config: &GitHubConfig) -> Result<Self, GitHubConfigError> {
+        config.validate()?;
+        let invalid = |key, message: String| GitHubConfigError { key, message };
+        let builder = || {
+            Octocrab::builder()
+                .base_uri(config.api_url.as_str())
+                .map(|b| {
+                    b.set_connect_timeout(Some(config.request_timeout))
+                        .set_read_timeout(Some(config.request_timeout))
+                        .set_write_timeout(Some(config.request_timeout))
+                })
+                .map_err(|e| invalid("api-url", chain(&e)))
+        };
+        let (crab, app, installation) = match config.credentials() {
+            Credentials::None => {
+                return Ok(OctocrabGitHub {
+                    mode: Mode::PlanOnly,
+                    allow_team_deletion: config.allow_team_deletion,
+                });
+            }
+            Credentials::Token(token) => {
+                let crab = builder()?
+                    .personal_token(token.expose().to_owned())
+                    .build()
+                    .map_err(|e| invalid("token", chain(&e)))?;
+                (crab, None, false)
+            }
+            Credentials::App { app_id, private_key_path, installation_id } => {
+                let pem = std::fs::read(&private_key_path).map_err(|e| {
+                    invalid("private-key-path", format!("{}: {e}", private_key_path.display()))
+                })?;
+                let app = builder()?
+                    .app_from_rsa_pem(AppId(app_id), &pem)
+                    .map_err(|e| {
+                        invalid("private-key-path", format!("not an RSA PEM key: {}", chain(&e)))
+                    })?
+                    .build()
+                    .map_err(|e| invalid("app-id", chain(&e)))?;
+                let crab = app
+                    .installation(InstallationId(installation_id))
+                    .map_err(|e| invalid("installation-id", chain(&e)))?;
+                (crab, Some(app), true)
+            }
+        };
+        Ok(OctocrabGitHub {
+            mode: Mode::Live(Box::new(Live {
+                crab,
+                app,
+                installation,
+                org: config.org.clone(),
+                write_interval: config.write_interval,
+                request_timeout: config.request_timeout,
+                gate: RateGate::default(),
+                cache: Mutex::new(HashMap::new()),
+                last_write: tokio::sync::Mutex::new(None),
+                acting: OnceCell::new(),
+            })),
+            allow_team_deletion: config.allow_team_deletion,
+        })
+    }
+
+    /// The primary quota GitHub last reported, for metrics.
+    pub fn remaining_quota(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::Live(live) => live.gate.remaining(),
+            Mode::PlanOnly => None,
+        }
+    }
+}
+
+#[async_trait]
+impl GitHub for OctocrabGitHub {
+    fn is_plan_only(&self) -> bool {
+        matches!(self.mode, Mode::PlanOnly)
+    }
+
+    fn team_deletion_allowed(&self) -> bool {
+        self.allow_team_deletion
+    }
+
+    async fn acting_login(&self) -> Result<Option<String>, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(None),
+            Mode::Live(live) => live.acting_login().await.map(Some),
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.name))]
+    async fn ensure_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(GitHubTeam {
+                id: team.known.as_ref().and_then(|k| k.id).unwrap_or(0),
+                slug: team.known.as_ref().map_or_else(|| slug_for(&team.name), |k| k.slug.clone()),
+                created: team.known.is_none(),
+                changed: Vec::new(),
+            }),
+            Mode::Live(live) => live.ensure_team(team).await,
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.slug))]
+    async fn delete_team(&self, team: &TeamRef) -> Result<bool, GitHubError> {
+        if !self.allow_team_deletion {
+            return Err(GitHubError::Config(format!(
+                "team deletion is disabled (github.allow-team-deletion = false); team {:?} is \
+                 retained",
+                team.slug
+            )));
+        }
+        match &self.mode {
+            Mode::PlanOnly => Ok(true),
+            Mode::Live(live) => live.delete_team(team).await,
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.slug))]
+    async fn team_members(&self, team: &TeamRef) -> Result<Vec<Member>, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(Vec::new()),
+            Mode::Live(live) => live.team_members(team).await,
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.slug, login = %login, role = role.as_str()))]
+    async fn set_membership(
+        &self,
+        team: &TeamRef,
+        login: &str,
+        role: Role,
+    ) -> Result<MembershipState, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(MembershipState::Active),
+            Mode::Live(live) => live.set_membership(team, login, role).await,
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.slug, login = %login))]
+    async fn remove_membership(&self, team: &TeamRef, login: &str) -> Result<bool, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(true),
+            Mode::Live(live) => live.remove_membership(team, login).await,
+        }
+    }
+}
+
+impl Live {
+    async fn acting_login(&self) -> Result<String, GitHubError> {
+        self.acting
+            .get_or_try_init(|| async {
+                if let Some(app) = &self.app {
+                    // An installation acts as its App's bot user.
+                    let reply = self.send(app, Method::GET, "/app", None, "read the App").await;
+                    let app: Value = parse(&ok_or(self, reply, "read the App")?, "read the App")?;
+                    let slug =
+                        app["slug"].as_str().ok_or_else(|| GitHubError::InvalidResponse {
+                            action: "read the App".into(),
+                            message: "no slug".into(),
+                        })?;
+                    Ok(format!("{slug}[bot]"))
+                } else {
+                    let reply = self.get("/user", "read the user").await;
+                    let user: Value =
+                        parse(&ok_or(self, reply, "read the user")?, "read the user")?;
+                    user["login"].as_str().map(str::to_owned).ok_or_else(|| {
+                        GitHubError::InvalidResponse {
+                            action: "read the user".into(),
+                            message: "no login".into(),
+                        }
+                    })
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    fn team_path(&self, slug: &str) -> String {
+        format!("/orgs/{}/teams/{slug}", self.org)
+    }
+
+    /// The team by slug, `None` when GitHub has none.
+    async fn get_team(&self, slug: &str) -> Result<Option<FullTeam>, GitHubError> {
+        let action = format!("read team {slug:?}");
+        match self.get(&self.team_path(slug), &action).await {
+            Ok(reply) => parse(&reply, &action).map(Some),
+            Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(None),
+            Err(other) => Err(self.fail(other, &action)),
+        }
+    }
+
+    /// The team with this id among the organization's teams.
+    async fn find_team_by_id(&self, id: u64) -> Result<Option<FullTeam>, GitHubError> {
+        let teams: Vec<Team> =
+            self.list(&format!("/orgs/{}/teams", self.org), "list the teams").await?;
+        match teams.into_iter().find(|t| t.id.0 == id) {
+            Some(team) => self.get_team(&team.slug).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn ensure_team(&self, desired: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
+        let parent_id = match &desired.parent {
+            None => None,
+            Some(parent) => match self.get_team(parent).await? {
+                Some(team) => Some(team.id.0),
+                None => {
+                    return Err(GitHubError::NotFound { what: format!("parent team {parent:?}") });
+                }
+            },
+        };
+        let mut found = None;
+        if let Some(known) = &desired.known {
+            found = self.get_team(&known.slug).await?;
+            if let (Some(id), Some(team)) = (known.id, &found)
+                && team.id.0 != id
+            {
+                found = None;
+            }
+            if found.is_none()
+                && let Some(id) = known.id
+            {
+                found = self.find_team_by_id(id).await?;
+            }
+        }
+        if found.is_none() {
+            found = self.get_team(&slug_for(&desired.name)).await?;
+        }
+        let Some(team) = found else {
+            return self.create_team(desired, parent_id).await;
+        };
+
+        let mut patch = serde_json::Map::new();
+        let mut changed = Vec::new();
+        if team.name != desired.name {
+            patch.insert("name".into(), json!(desired.name));
+            changed.push(TeamField::Name);
+        }
+        if team.description.as_deref().unwrap_or("") != desired.description {
+            patch.insert("description".into(), json!(desired.description));
+            changed.push(TeamField::Description);
+        }
+        if privacy_of(&team.privacy) != Some(desired.privacy) {
+            patch.insert("privacy".into(), json!(desired.privacy.as_str()));
+            changed.push(TeamField::Privacy);
+        }
+        if team.parent.as_ref().map(|p| p.id.0) != parent_id {
+            patch.insert("parent_team_id".into(), json!(parent_id));
+            changed.push(TeamField::Parent);
+        }
+        if changed.is_empty() {
+            return Ok(GitHubTeam { id: team.id.0, slug: team.slug, created: false, changed });
+        }
+        let action = format!("update team {:?}", team.slug);
+        let reply = self
+            .send(
+                &self.crab,
+                Method::PATCH,
+                &self.team_path(&team.slug),
+                Some(Value::Object(patch)),
+                &action,
+            )
+            .await;
+        let updated: FullTeam = parse(&ok_or(self, reply, &action)?, &action)?;
+        debug!(slug = %updated.slug, ?changed, "team updated");
+        Ok(GitHubTeam { id: updated.id.0, slug: updated.slug, created: false, changed })
+    }
+
+    async fn create_team(
+        &self,
+        desired: &DesiredTeam,
+        parent_id: Option<u64>,
+    ) -> Result<GitHubTeam, GitHubError> {
+        let mut body = json!({
+            "name": desired.name,
+            "description": desired.description,
+            "privacy": desired.privacy.as_str(),
+        });
+        if let Some(parent) = parent_id {
+            body["parent_team_id"] = json!(parent);
+        }
+        let action = format!("create team {:?}", desired.name);
+        let path = format!("/orgs/{}/teams", self.org);
+        match self.send(&self.crab, Method::POST, &path, Some(body), &action).await {
+            Ok(reply) => {
+                let team: FullTeam = parse(&reply, &action)?;
+                debug!(id = team.id.0, slug = %team.slug, "team created");
+                Ok(GitHubTeam { id: team.id.0, slug: team.slug, created: true, changed: vec![] })
+            }
+            // Created by an earlier attempt whose answer was lost, or by someone else: adopt it.
+            Err(SendError::Answer(f))
+                if f.status == StatusCode::UNPROCESSABLE_ENTITY && exists(&f.message) =>
+            {
+                warn!(name = %desired.name, "team already exists; adopting it");
+                match self.get_team(&slug_for(&desired.name)).await? {
+                    Some(team) => Box::pin(self.ensure_team(&DesiredTeam {
+                        known: Some(TeamRef { id: Some(team.id.0), slug: team.slug }),
+                        ..desired.clone()
+                    }))
+                    .await
+                    .map(|t| GitHubTeam { created: false, ..t }),
+                    None => Err(self.fail(SendError::Answer(f), &action)),
+                }
+            }
+            Err(other) => Err(self.fail(other, &action)),
+        }
+    }
+
+    async fn delete_team(&self, team: &TeamRef) -> Result<bool, GitHubError> {
+        let action = format!("delete team {:?}", team.slug);
+        let reply =
+            self.send(&self.crab, Method::DELETE, &self.team_path(&team.slug), None, &action).await;
+        match reply {
+            Ok(_) => Ok(true),
+            Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(false),
+            Err(other) => Err(self.fail(other, &action)),
+        }
+    }
+
+    async fn team_members(&self, team: &TeamRef) -> Result<Vec<Member>, GitHubError> {
+        let base = self.team_path(&team.slug);
+        let mut members = Vec::new();
+        for role in [Role::Maintainer, Role::Member] {
+            let path = format!("{base}/members?role={}", role.as_str());
+            let users: Vec<Author> = self.list(&path, "list team members").await?;
+            members.extend(users.into_iter().map(|u| Member::active(u.login, role)));
+        }
+        let invitations: Vec<TeamInvitation> =
+            self.list(&format!("{base}/invitations"), "list team invitations").await?;
+        for invitation in invitations {
+            let Some(login) = invitation.login else { continue };
+            if members.iter().any(|m| m.login.eq_ignore_ascii_case(&login)) {
+                continue;
+            }
+            let role = if invitation.role.contains("maintainer") {
+                Role::Maintainer
+            } else {
+                Role::Member
+            };
+            members.push(Member::pending(login, role));
+        }
+        Ok(members)
+    }
+
+    async fn set_membership(
+        &self,
+        team: &TeamRef,
+        login: &str,
+        role: Role,
+    ) -> Result<MembershipState, GitHubError> {
+        let action = format!("set {login} as {} of team {:?}", role.as_str(), team.slug);
+        let path = format!("{}/memberships/{login}", self.team_path(&team.slug));
+        let body = json!({ "role": role.as_str() });
+        let reply = self.send(&self.crab, Method::PUT, &path, Some(body), &action).await;
+        let membership: Value = parse(&ok_or(self, reply, &action)?, &action)?;
+        Ok(match membership["state"].as_str() {
+            Some("pending") => MembershipState::Pending,
+            _ => MembershipState::Active,
+        })
+    }
+
+    async fn remove_membership(&self, team: &TeamRef, login: &str) -> Result<bool, GitHubError> {
+        let action = format!("remove {login} from team {:?}", team.slug);
+        let path = format!("{}/memberships/{login}", self.team_path(&team.slug));
+        match self.send(&self.crab, Method::DELETE, &path, None, &action).await {
+            Ok(_) => Ok(true),
+            Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(false),
+            Err(other) => Err(self.fail(other, &action)),
+        }
+    }
+
+    /// Every page of a list, each page a conditional GET.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        action: &str,
+    ) -> Result<Vec<T>, GitHubError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut next = Some(format!("{path}{sep}per_page={PER_PAGE}"));
+        let mut items = Vec::new();
+        let mut pages = 0;
+        while let Some(page) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(GitHubError::InvalidResponse {
+                    action: action.into(),
+                    message: format!("more than {MAX_PAGES} pages"),
+                });
+            }
+            let reply = self.get(&page, action).await.map_err(|f| self.fail(f, action))?;
+            let batch: Vec<T> = parse(&reply, action)?;
+            items.extend(batch);
+            next = reply.link.as_deref().and_then(next_link);
+        }
+        Ok(items)
+    }
+
+    /// A conditional GET through the ETag cache.
+    async fn get(&self, path: &str, action: &str) -> Result<Reply, SendError> {
+        self.send(&self.crab, Method::GET, path, None, action).await
+    }
+
+    /// Sends one request: waits for its turn if it mutates, refuses while a rate limit is in
+    /// force, makes a GET conditional, and maps rate limits, 5xx and transport failures to
+    /// their [`GitHubError`]. Other non-2xx answers are left to the caller (404, 422).
+    async fn send(
+        &self,
+        crab: &Octocrab,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        action: &str,
+    ) -> Result<Reply, SendError> {
+        let mutating = method != Method::GET;
+        let mut write_slot = None;
+        if mutating {
+            let last = self.last_write.lock().await;
+            if let Some(at) = *last {
+                let wait = (at + self.write_interval).saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait).await;
+            }
+            write_slot = Some(last);
+        }
+        self.gate.check().map_err(SendError::Mapped)?;
+        if self.installation && std::ptr::eq(crab, &self.crab) {
+            // Renew well before the one-hour expiry rather than 30 s before, as octocrab would.
+            let margin = chrono::Duration::from_std(TOKEN_REFRESH_MARGIN).unwrap_or_default();
+            crab.installation_token_with_buffer(margin)
+                .await
+                .map_err(|e| SendError::Mapped(octocrab_error(e, action)))?;
+        }
+
+        let cached = if mutating { None } else { self.cached(path) };
+        let mut headers = HeaderMap::new();
+        if let Some(c) = &cached
+            && let Ok(v) = HeaderValue::from_str(&c.etag)
+        {
+            headers.insert(header::IF_NONE_MATCH, v);
+        }
+        let request = async {
+            match method {
+                Method::GET => crab._get_with_headers(path, Some(headers)).await,
+                Method::POST => crab._post(path, body.as_ref()).await,
+                Method::PATCH => crab._patch(path, body.as_ref()).await,
+                Method::PUT => crab._put(path, body.as_ref()).await,
+                _ => crab._delete(path, body.as_ref()).await,
+            }
+        };
+        let response = tokio::time::timeout(self.request_timeout, request).await;
+        if let Some(mut slot) = write_slot {
+            *slot = Some(Instant::now());
+        }
+        let response = match response {
+            Err(_) => {
+                return Err(SendError::Mapped(GitHubError::Transport {
+                    message: format!("{action}: no answer within {:?}", self.request_timeout),
+                }));
+            }
+            Ok(Err(e)) => return Err(SendError::Mapped(octocrab_error(e, action))),
+            Ok(Ok(response)) => response,
+        };
+        let (parts, body) = response.into_parts();
+        let text = crab
+            .body_to_string(http::Response::new(body))
+            .await
+            .map_err(|e| SendError::Mapped(octocrab_error(e, action)))?;
+        let link = parts.headers.get(header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
+
+        if parts.status == StatusCode::NOT_MODIFIED
+            && let Some(c) = cached
+        {
+            self.gate.on_success(&parts.headers);
+            return Ok(Reply { body: c.body, link: c.link });
+        }
+        if parts.status.is_success() {
+            self.gate.on_success(&parts.headers);
+            if !mutating
+                && let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok())
+            {
+                self.store(
+                    path,
+                    Cached { etag: etag.to_owned(), body: text.clone(), link: link.clone() },
+                );
+            }
+            return Ok(Reply { body: text, link });
+        }
+        let message = error_message(&text, parts.status);
+        if let Some((limit, after)) = self.gate.on_failure(parts.status, &parts.headers, &message) {
+            warn!(%limit, after_secs = after.as_secs(), status = parts.status.as_u16(), "GitHub rate limit");
+            return Err(SendError::Mapped(GitHubError::RateLimited {
+                limit,
+                after,
+                message: format!("{action}: {message}"),
+            }));
+        }
+        if parts.status.is_server_error() {
+            return Err(SendError::Mapped(GitHubError::Unavailable {
+                status: parts.status.as_u16(),
+                message: format!("{action}: {message}"),
+            }));
+        }
+        Err(SendError::Answer(Failure { status: parts.status, message, headers: parts.headers }))
+    }
+
+    fn cached(&self, path: &str) -> Option<Cached> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
+    }
+
+    fn store(&self, path: &str, entry: Cached) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_RESPONSES {
+            cache.clear();
+        }
+        cache.insert(path.to_owned(), entry);
+    }
+
+    /// The error for a failed [`Live::send`]: the mapped one, or the kind of a plain answer.
+    fn fail(&self, failure: SendError, action: &str) -> GitHubError {
+        let f = match failure {
+            SendError::Mapped(e) => return e,
+            SendError::Answer(f) => f,
+        };
+        let status = f.status.as_u16();
+        match f.status {
+            StatusCode::UNAUTHORIZED => GitHubError::Forbidden {
+                status,
+                action: action.into(),
+                message: f.message,
+                needed: "the token or App credentials are invalid, expired or revoked".into(),
+            },
+            StatusCode::FORBIDDEN => GitHubError::Forbidden {
+                status,
+                action: action.into(),
+                message: f.message,
+                needed: needed_permission(&f.headers),
+            },
+            StatusCode::NOT_FOUND => GitHubError::NotFound {
+                what: format!("team or user for: {action} ({})", f.message),
+            },
+            _ => GitHubError::Rejected { status, action: action.into(), message: f.message },
+        }
+    }
+}
+
+enum SendError {
+    Answer(Failure),
+    Mapped(GitHubError),
+}
+
+fn ok_or(live: &Live, reply: Result<Reply, SendError>, action: &str) -> Result<Reply, GitHubError> {
+    reply.map_err(|f| live.fail(f, action))
+}
+
+fn parse<T: DeserializeOwned>(reply: &Reply, action: &str) -> Result<T, GitHubError> {
+    serde_json::from_str(&reply.body)
+        .map_err(|e| GitHubError::InvalidResponse { action: action.into(), message: e.to_string() })
+}
+
+fn privacy_of(privacy: &TeamPrivacy) -> Option<Privacy> {
+    match privacy {
+        TeamPrivacy::Secret => Some(Privacy::Secret),
+        TeamPrivacy::Closed => Some(Privacy::Closed),
+        _ => None,
+    }
+}
+
+/// GitHub's 422 for a team name that is taken.
+fn exists(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("already exists") || m.contains("must be unique")
+}
+
+/// The `message` of GitHub's error body, with the `errors` details when present.
+fn error_message(body: &str, status: StatusCode) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) => {
+            let mut message = v["message"].as_str().unwrap_or("").to_owned();
+            if let Some(errors) = v["errors"].as_array() {
+                for e in errors {
+                    let detail = e["message"].as_str().or_else(|| e["code"].as_str());
+                    if let Some(detail) = detail {
+                        message.push_str(&format!(" ({detail})"));
+                    }
+                }
+            }
+            if message.is_empty() { status.to_string() } else { message }
+        }
+        Err(_) if body.trim().is_empty() => status.to_string(),
+        Err(_) => body.chars().take(300).collect(),
+    }
+}
+
+/// What a 403 says is missing, from the headers GitHub sends with it.
+fn needed_permission(headers: &HeaderMap) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(p) = header("x-accepted-github-permissions").filter(|p| !p.is_empty()) {
+        return format!("the App or fine-grained token needs the permission(s) {p}");
+    }
+    if let Some(s) = header("x-accepted-oauth-scopes").filter(|s| !s.is_empty()) {
+        return format!("the classic token needs one of the scopes {s}");
+    }
+    "the credentials need the organization permission \"Members: read and write\" (App or \
+     fine-grained token) or the admin:org scope (classic token), and the identity must be an \
+     organization owner or a maintainer of the team"
+        .into()
+}
+
+/// The `rel="next"` URL of a Link header, as a path and query (octocrab adds its base URI and
+/// only authenticates relative requests).
+pub(crate) fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        let uri: http::Uri = url.parse().ok()?;
+        uri.path_and_query().map(|pq| pq.as_str().to_owned())
+    })
+}
+
+fn octocrab_error(e: octocrab::Error, action: &str) -> GitHubError {
+    GitHubError::Transport { message: format!("{action}: {}", chain(&e)) }
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_become_relative() {
+        let link = "<http://127.0.0.1:9000/orgs/acme/teams/a/members?per_page=100&page=2>; \
+                    rel=\"next\", <http://127.0.0.1:9000/orgs/acme/teams/a/members?per_page=100&page=3>; rel=\"last\"";
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("/orgs/acme/teams/a/members?per_page=100&page=2")
+        );
+        assert_eq!(next_link("<https://x/y?page=1>; rel=\"prev\""), None);
+    }
+
+    #[test]
+    fn error_bodies_are_summarised() {
+        let body = r#"{"message":"Validation Failed","errors":[{"code":"custom","message":"Name must be unique for this org"}]}"#;
+        let m = error_message(body, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(exists(&m), "{m}");
+        assert_eq!(error_message("", StatusCode::BAD_GATEWAY), "502 Bad Gateway");
+    }
+}

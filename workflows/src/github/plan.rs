@@ -1,0 +1,417 @@
+//! [`plan_members`]: the authoritative member sync as a pure function of (desired, observed).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::port::{Member, MembershipState, Role};
+use crate::workflow::RunError;
+
+/// Refuse a sync that removes more than this fraction of a team's current members…
+pub const DEFAULT_MAX_REMOVAL_FRACTION: f64 = 0.25;
+/// …and more than this many people.
+pub const DEFAULT_MAX_REMOVALS_ABSOLUTE: usize = 3;
+/// A team keeps at least this many maintainers.
+pub const DEFAULT_MIN_MAINTAINERS: usize = 1;
+
+/// The safety rules a plan must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guards {
+    /// Together with [`Guards::max_removals_absolute`]: a plan removing more than this fraction
+    /// of the current members *and* more than that many people is refused.
+    pub max_removal_fraction: f64,
+    pub max_removals_absolute: usize,
+    /// The desired state must name at least this many maintainers.
+    pub min_maintainers: usize,
+    /// The identity Muster acts as: never removed, never demoted.
+    pub acting_login: Option<String>,
+    /// An operator's per-run override of the mass-removal guard.
+    pub allow_mass_removal: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            max_removal_fraction: DEFAULT_MAX_REMOVAL_FRACTION,
+            max_removals_absolute: DEFAULT_MAX_REMOVALS_ABSOLUTE,
+            min_maintainers: DEFAULT_MIN_MAINTAINERS,
+            acting_login: None,
+            allow_mass_removal: false,
+        }
+    }
+}
+
+/// A login to add with a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub login: String,
+    pub role: Role,
+}
+
+/// An active member whose role changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    pub login: String,
+    pub from: Role,
+    pub to: Role,
+}
+
+/// What a member sync will do. Logins keep the desired list's spelling where desired, GitHub's
+/// otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPlan {
+    pub add: Vec<Assignment>,
+    pub change_role: Vec<RoleChange>,
+    /// Members to remove; for a pending login this cancels the invitation.
+    pub remove: Vec<String>,
+    /// Desired logins whose invitation is pending: in progress, not sent again.
+    pub pending_untouched: Vec<String>,
+    /// Observed logins the plan leaves alone although the desired state says otherwise: the
+    /// acting identity.
+    pub protected: Vec<String>,
+    /// Active members already as desired.
+    pub unchanged: usize,
+}
+
+impl MemberPlan {
+    /// True when the plan sends nothing.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.change_role.is_empty() && self.remove.is_empty()
+    }
+
+    /// How many mutating requests applying the plan sends.
+    pub fn mutations(&self) -> usize {
+        self.add.len() + self.change_role.len() + self.remove.len()
+    }
+}
+
+/// Why no plan may be applied. Every variant is permanent: the desired state or the guards must
+/// change first.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "refusing to remove {} of {current} team members ({}): more than {:.0}% and more than \
+         {absolute}; fix the desired members or override the mass-removal guard for this run",
+        logins.len(), logins.join(", "), fraction * 100.0
+    )]
+    MassRemoval { logins: Vec<String>, current: usize, fraction: f64, absolute: usize },
+
+    #[error("the team needs at least {minimum} maintainer(s), the desired state names {desired}")]
+    TooFewMaintainers { desired: usize, minimum: usize },
+
+    #[error("{login:?} is listed more than once among members and maintainers")]
+    DuplicateLogin { login: String },
+}
+
+impl From<PlanError> for RunError {
+    fn from(e: PlanError) -> Self {
+        RunError::permanent(e.to_string())
+    }
+}
+
+/// Plans an authoritative sync of a team's members and maintainers.
+///
+/// - A desired login that is not observed is added with its role.
+/// - An active member with another role changes role (never demoting the acting identity).
+/// - A desired login with a pending invitation is left alone.
+/// - Anyone observed and not desired is removed (a pending one has its invitation cancelled),
+///   except the acting identity.
+///
+/// # Errors
+/// [`PlanError::DuplicateLogin`] for a login listed twice (case-insensitive),
+/// [`PlanError::TooFewMaintainers`] when the desired maintainers are fewer than the minimum,
+/// [`PlanError::MassRemoval`] when the removals exceed both guard limits and the run does not
+/// override it.
+pub fn plan_members(
+    members: &[String],
+    maintainers: &[String],
+    observed: &[Member],
+    guards: &Guards,
+) -> Result<MemberPlan, PlanError> {
+    let mut desired: BTreeMap<String, (&str, Role)> = BTreeMap::new();
+    let roles = maintainers
+        .iter()
+        .map(|l| (l, Role::Maintainer))
+        .chain(members.iter().map(|l| (l, Role::Member)));
+    for (login, role) in roles {
+        if desired.insert(login.to_ascii_lowercase(), (login.as_str(), role)).is_some() {
+            return Err(PlanError::DuplicateLogin { login: login.clone() });
+        }
+    }
+    if maintainers.len() < guards.min_maintainers {
+        return Err(PlanError::TooFewMaintainers {
+            desired: maintainers.len(),
+            minimum: guards.min_maintainers,
+        });
+    }
+    let acting = guards.acting_login.as_deref().map(str::to_ascii_lowercase);
+
+    let mut plan = MemberPlan::default();
+    let mut seen = BTreeSet::new();
+    for member in observed {
+        let key = member.login.to_ascii_lowercase();
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let is_acting = acting.as_deref() == Some(key.as_str());
+        match desired.get(&key) {
+            Some((login, _)) if member.state == MembershipState::Pending => {
+                plan.pending_untouched.push((*login).to_owned());
+            }
+            Some((_, role)) if *role == member.role => plan.unchanged += 1,
+            Some((login, role)) => {
+                if is_acting && member.role == Role::Maintainer {
+                    plan.protected.push(member.login.clone());
+                } else {
+                    plan.change_role.push(RoleChange {
+                        login: (*login).to_owned(),
+                        from: member.role,
+                        to: *role,
+                    });
+                }
+            }
+            None if is_acting => plan.protected.push(member.login.clone()),
+            None => plan.remove.push(member.login.clone()),
+        }
+    }
+    for (key, (login, role)) in &desired {
+        if !seen.contains(key) {
+            plan.add.push(Assignment { login: (*login).to_owned(), role: *role });
+        }
+    }
+
+    let removals = plan.remove.len();
+    let current = seen.len();
+    if !guards.allow_mass_removal
+        && removals > guards.max_removals_absolute
+        && removals as f64 > guards.max_removal_fraction * current as f64
+    {
+        return Err(PlanError::MassRemoval {
+            logins: plan.remove,
+            current,
+            fraction: guards.max_removal_fraction,
+            absolute: guards.max_removals_absolute,
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logins(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// `observed` as `login:role[:pending]`, roles `m` (member) and `M` (maintainer).
+    fn observed(s: &str) -> Vec<Member> {
+        s.split_whitespace()
+            .map(|item| {
+                let mut parts = item.split(':');
+                let login = parts.next().unwrap();
+                let role = if parts.next() == Some("M") { Role::Maintainer } else { Role::Member };
+                match parts.next() {
+                    Some("pending") => Member::pending(login, role),
+                    _ => Member::active(login, role),
+                }
+            })
+            .collect()
+    }
+
+    struct Case {
+        name: &'static str,
+        members: &'static str,
+        maintainers: &'static str,
+        observed: &'static str,
+        acting: Option<&'static str>,
+        allow_mass_removal: bool,
+        /// `+login:role`, `~login:to`, `-login`, `?login` (pending untouched), `!login`
+        /// (protected), or `error:<variant>`.
+        expect: &'static str,
+    }
+
+    fn render(plan: &MemberPlan) -> String {
+        let role = |r: Role| if r == Role::Maintainer { "M" } else { "m" };
+        let mut out = Vec::new();
+        out.extend(plan.add.iter().map(|a| format!("+{}:{}", a.login, role(a.role))));
+        out.extend(plan.change_role.iter().map(|c| format!("~{}:{}", c.login, role(c.to))));
+        out.extend(plan.remove.iter().map(|l| format!("-{l}")));
+        out.extend(plan.pending_untouched.iter().map(|l| format!("?{l}")));
+        out.extend(plan.protected.iter().map(|l| format!("!{l}")));
+        out.join(" ")
+    }
+
+    #[test]
+    fn plans() {
+        let cases = [
+            Case {
+                name: "new team: everyone added",
+                members: "bob carol",
+                maintainers: "alice",
+                observed: "",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "+alice:M +bob:m +carol:m",
+            },
+            Case {
+                name: "in sync: nothing to do",
+                members: "bob",
+                maintainers: "alice",
+                observed: "alice:M bob:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "",
+            },
+            Case {
+                name: "logins compare case-insensitively",
+                members: "Bob",
+                maintainers: "ALICE",
+                observed: "alice:M bob:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "",
+            },
+            Case {
+                name: "only the difference: add, promote, remove",
+                members: "bob dave",
+                maintainers: "alice carol",
+                observed: "alice:M bob:m carol:m erin:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "+dave:m ~carol:M -erin",
+            },
+            Case {
+                name: "pending desired login is in progress, whatever its role",
+                members: "bob",
+                maintainers: "alice",
+                observed: "alice:M bob:M:pending",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "?bob",
+            },
+            Case {
+                name: "pending undesired login has its invitation cancelled",
+                members: "",
+                maintainers: "alice",
+                observed: "alice:M mallory:m:pending",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "-mallory",
+            },
+            Case {
+                name: "acting identity is neither removed nor demoted",
+                members: "muster-bot",
+                maintainers: "alice",
+                observed: "alice:M muster-bot:M",
+                acting: Some("Muster-Bot"),
+                allow_mass_removal: false,
+                expect: "!muster-bot",
+            },
+            Case {
+                name: "acting identity not desired stays",
+                members: "",
+                maintainers: "alice",
+                observed: "alice:M muster-bot:M",
+                acting: Some("muster-bot"),
+                allow_mass_removal: false,
+                expect: "!muster-bot",
+            },
+            Case {
+                name: "three removals are fine even above 25%",
+                members: "",
+                maintainers: "alice",
+                observed: "alice:M b:m c:m d:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "-b -c -d",
+            },
+            Case {
+                name: "four removals of twenty is under 25%",
+                members: "e f g h i j k l m n o p q r s",
+                maintainers: "alice",
+                observed: "alice:M b:m c:m d:m x:m e:m f:m g:m h:m i:m j:m k:m l:m m:m n:m o:m p:m q:m r:m s:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "-b -c -d -x",
+            },
+            Case {
+                name: "four removals of eight trips the guard",
+                members: "e f g",
+                maintainers: "alice",
+                observed: "alice:M b:m c:m d:m x:m e:m f:m g:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "error:MassRemoval",
+            },
+            Case {
+                name: "the operator overrides the guard for one run",
+                members: "e f g",
+                maintainers: "alice",
+                observed: "alice:M b:m c:m d:m x:m e:m f:m g:m",
+                acting: None,
+                allow_mass_removal: true,
+                expect: "-b -c -d -x",
+            },
+            Case {
+                name: "no maintainer is refused",
+                members: "bob",
+                maintainers: "",
+                observed: "",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "error:TooFewMaintainers",
+            },
+            Case {
+                name: "a login in both lists is refused",
+                members: "alice",
+                maintainers: "Alice",
+                observed: "",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "error:DuplicateLogin",
+            },
+        ];
+        for case in cases {
+            let guards = Guards {
+                acting_login: case.acting.map(str::to_owned),
+                allow_mass_removal: case.allow_mass_removal,
+                ..Guards::default()
+            };
+            let result = plan_members(
+                &logins(case.members),
+                &logins(case.maintainers),
+                &observed(case.observed),
+                &guards,
+            );
+            let got = match result {
+                Ok(plan) => render(&plan),
+                Err(e) => format!("error:{}", format!("{e:?}").split([' ', '{']).next().unwrap()),
+            };
+            assert_eq!(got, case.expect, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn the_mass_removal_error_names_everyone_and_is_permanent() {
+        let err = plan_members(
+            &[],
+            &logins("alice"),
+            &observed("alice:M b:m c:m d:m x:m"),
+            &Guards::default(),
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("4 of 5"), "{message}");
+        assert!(message.contains("b, c, d, x"), "{message}");
+        let run: RunError = err.into();
+        assert!(!run.is_retryable());
+    }
+
+    #[test]
+    fn min_maintainers_is_configurable() {
+        let guards = Guards { min_maintainers: 0, ..Guards::default() };
+        let plan = plan_members(&logins("bob"), &[], &[], &guards).unwrap();
+        assert_eq!(plan.mutations(), 1);
+    }
+}
