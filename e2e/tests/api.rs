@@ -914,3 +914,44 @@ async fn postgres_smoke(url: &str, schema: &str) -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::OK, "{ready}");
     engine.stop().await
 }
+
+#[tokio::test]
+async fn without_nats_the_api_is_not_ready_but_writes_reach_the_stream_later() -> anyhow::Result<()>
+{
+    let mut world = World::start().await?;
+    world.set("MUSTER_OUTBOX__POLL_INTERVAL", "300ms");
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let response =
+        http.post(format!("{api}/v1/environments")).json(&json!({"name": "dev"})).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    wait_record_events(&mut world, &[("muster.environment.created", "dev")]).await?;
+
+    world.nats.stop().await?;
+    let not_ready = wait_for("/readyz to say 503", WAIT, || async {
+        let (status, _, ready) =
+            body(http.get(format!("{api}/readyz")).send().await.ok()?).await.ok()?;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(ready)
+    })
+    .await?;
+    assert_eq!(not_ready["status"], "fail");
+    assert_eq!(not_ready["checks"][2]["name"], "store");
+    assert_eq!(not_ready["checks"][2]["status"], "ok", "{not_ready}");
+    // The records store does not need NATS: the change waits in the outbox.
+    let response = http.post(format!("{api}/v1/teams")).json(&team("offline")).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    world.nats.restart().await?;
+    wait_record_events(
+        &mut world,
+        &[("muster.environment.created", "dev"), ("muster.team.created", "offline")],
+    )
+    .await?;
+    wait_for("/readyz to say 200 again", WAIT, || async {
+        let response = http.get(format!("{api}/readyz")).send().await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await?;
+    engine.stop().await
+}

@@ -235,17 +235,18 @@ impl From<RecordsError> for Problem {
     }
 }
 
-/// Turns an error answer of an inner layer or extractor that is not yet a problem (axum's
-/// rejections of path and query parameters, 404/405, tower-http's 413 and timeouts) into one,
-/// quoting its text as the detail.
+/// Turns an error answer of an inner layer or extractor that is not JSON (axum's plain-text
+/// rejections of path and query parameters, 404/405, tower-http's 413 and timeouts) into a
+/// problem, quoting its text as the detail.
 pub async fn problem_for_plain_errors(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
+    // Answers that are JSON already (problems, and the health answers of `/readyz`) are ours.
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_JSON));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON) || v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let kind = match status {
