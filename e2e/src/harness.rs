@@ -6,6 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
 use engine::bus::{self, Names, Published};
 use engine::journal::{RunRecord, RunStatus};
 use engine::natsd::{self, Natsd, NatsdConfig};
@@ -94,13 +95,25 @@ impl World {
         self.dir.path().join("data")
     }
 
+    /// Gives every process started from now on this configuration file.
+    pub fn use_config(&mut self, toml: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("engine.toml");
+        std::fs::write(&path, toml)?;
+        self.set("MUSTER_CONFIG", &path.display().to_string());
+        Ok(())
+    }
+
     fn command(&self, args: &[&str]) -> Command {
+        self.command_in(&self.data_dir(), args)
+    }
+
+    fn command_in(&self, data_dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(testbed());
         command
             .arg("--nats")
             .arg(self.nats.url())
             .arg("--data-dir")
-            .arg(self.data_dir())
+            .arg(data_dir)
             .args(args)
             .env_remove("MUSTER_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -115,7 +128,16 @@ impl World {
     /// # Errors
     /// The engine exited or did not serve in time.
     pub async fn start_engine(&mut self) -> anyhow::Result<EngineProcess> {
-        let mut engine = self.spawn_engine()?;
+        let data_dir = self.data_dir();
+        self.start_engine_in(&data_dir).await
+    }
+
+    /// Starts another engine with its own data dir (a second replica) and waits until it serves.
+    ///
+    /// # Errors
+    /// As [`World::start_engine`].
+    pub async fn start_engine_in(&mut self, data_dir: &Path) -> anyhow::Result<EngineProcess> {
+        let mut engine = self.spawn_engine_in(data_dir)?;
         let client = self.client().await?;
         let names = Names::new("muster");
         let http = reqwest::Client::new();
@@ -144,10 +166,19 @@ impl World {
     /// # Errors
     /// It could not be spawned.
     pub fn spawn_engine(&mut self) -> anyhow::Result<EngineProcess> {
+        let data_dir = self.data_dir();
+        self.spawn_engine_in(&data_dir)
+    }
+
+    /// Spawns `engine run` with its own data dir, its HTTP API on a free port.
+    ///
+    /// # Errors
+    /// It could not be spawned.
+    pub fn spawn_engine_in(&mut self, data_dir: &Path) -> anyhow::Result<EngineProcess> {
         let log = self.dir.path().join(format!("engine-{}.log", rand_suffix()));
         let addr = format!("127.0.0.1:{}", free_port()?);
         let child = self
-            .command(&["run", "--http", &addr])
+            .command_in(data_dir, &["run", "--http", &addr])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -203,6 +234,48 @@ impl World {
     pub async fn publish(&mut self, event: &Event) -> anyhow::Result<Published> {
         let js = self.jetstream().await?;
         Ok(bus::publish_event(&js, &Names::new("muster"), event).await?)
+    }
+
+    /// The events stored on `subject` (wildcards allowed), oldest first, with the time JetStream
+    /// stored each.
+    ///
+    /// # Errors
+    /// The stream is unreachable or holds something that is not a CloudEvent.
+    pub async fn events_on(
+        &mut self,
+        subject: &str,
+    ) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures::StreamExt;
+        let stream = self.jetstream().await?.get_stream("MUSTER_EVENTS").await?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let mut events = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(events);
+        }
+        let mut messages = consumer.messages().await?;
+        while let Some(message) = tokio::time::timeout(WAIT, messages.next()).await?.transpose()? {
+            let info = message.info().map_err(|e| anyhow::anyhow!(e))?;
+            let stored = DateTime::<Utc>::from_timestamp(
+                info.published.unix_timestamp(),
+                info.published.nanosecond(),
+            )
+            .context("stored time")?;
+            let pending = info.pending;
+            let event =
+                engine::bus::codec::decode(message.headers.as_ref(), &message.payload, usize::MAX)?;
+            events.push((event, stored));
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(events)
     }
 
     /// Runs of a workflow, via `engine runs list --json` (engine running or not).

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,8 @@ impl Schedule {
 
     /// The last tick at or before `t`.
     pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Cron's resolution is the second: 10:00:00.300 is "at" the 10:00:00 tick.
+        let t = t.with_nanosecond(0).unwrap_or(t);
         let local = t.with_timezone(&self.timezone);
         if self.cron.includes(local) {
             return Some(t);
@@ -403,6 +405,9 @@ mod tests {
             Some(at("2026-11-27T10:10:00Z"))
         );
         // 09:00 in Paris is 08:00 UTC in winter.
+        let every_second = schedule("* * * * * *", "UTC").unwrap();
+        let within = at("2026-11-27T10:10:00.300Z");
+        assert_eq!(every_second.last_at_or_before(within), Some(at("2026-11-27T10:10:00Z")));
         let paris = schedule("0 0 9 * * *", "Europe/Paris").unwrap();
         assert_eq!(paris.next_after(now), Some(at("2026-11-28T08:00:00Z")));
     }
