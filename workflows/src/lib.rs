@@ -9,13 +9,18 @@
 //!   its guards (mass removal, minimum maintainers, the acting identity);
 //! - [`records`]: teams, environments and namespace records, their validation, and the
 //!   [`records::Records`] port with its transactional outbox.
+//! - [`publisher`]: the [`publisher::Publisher`] port through which workflows put events on the
+//!   bus (deduplicated by CloudEvent source + id);
+//! - [`memory`]: in-memory ports and step journal for tests of workflow logic.
 //!
 //! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
 //! crate; adapters behind the ports live in `connectors`.
 
 pub mod event;
 pub mod github;
+pub mod memory;
 pub mod ping;
+pub mod publisher;
 pub mod records;
 pub mod workflow;
 
