@@ -11,6 +11,8 @@
 //!   [`records::Records`] port with its transactional outbox.
 //! - [`publisher`]: the [`publisher::Publisher`] port through which workflows put events on the
 //!   bus (deduplicated by CloudEvent source + id);
+//! - [`sync_team`]: the `sync_team` workflow: one team's GitHub team, members and namespace
+//!   records made to match the records store, and its teardown;
 //! - [`memory`]: in-memory ports and step journal for tests of workflow logic.
 //!
 //! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
@@ -22,6 +24,7 @@ pub mod memory;
 pub mod ping;
 pub mod publisher;
 pub mod records;
+pub mod sync_team;
 pub mod workflow;
 
 pub use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
