@@ -13,6 +13,8 @@
 //!   bus (deduplicated by CloudEvent source + id);
 //! - [`sync_team`]: the `sync_team` workflow: one team's GitHub team, members and namespace
 //!   records made to match the records store, and its teardown;
+//! - [`resync`]: the `resync` and `sync_environment` workflows, which fan out `muster.team.sync`
+//!   for every team in journaled batches;
 //! - [`memory`]: in-memory ports and step journal for tests of workflow logic.
 //!
 //! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
@@ -24,6 +26,7 @@ pub mod memory;
 pub mod ping;
 pub mod publisher;
 pub mod records;
+pub mod resync;
 pub mod sync_team;
 pub mod workflow;
 
