@@ -736,6 +736,12 @@ impl MemoryJournal {
         lock(&self.starts).clone()
     }
 
+    /// Forgets the finished steps from `index` on, as if the engine had crashed before
+    /// journaling them (their side effects, if any, stay done).
+    pub fn forget_from(&self, index: u32) {
+        lock(&self.steps).retain(|i, _| *i < index);
+    }
+
     /// The finished steps' names and outputs, in order.
     pub fn finished_steps(&self) -> Vec<StoredStep> {
         lock(&self.steps).values().cloned().collect()

@@ -12,11 +12,13 @@
 //!
 //! # Steps (each journaled; a replay returns their stored outputs)
 //! Live team:
-//! 1. `load`: the team, every environment (all pages), the parent's GitHub slug, the start time.
+//! 1. `load`: the team, every environment (all pages), the start time.
 //!    Team absent (purged) → the run finishes with `{"absent": true}`. A scheduled sync whose
 //!    team already finished a sync that *started* after the tick → `{"coalesced": true}`.
 //! 2. `github-team`: [`GitHub::ensure_team`] with the stored [`GitHubLink`] as `known`, then the
-//!    link stored with [`Records::set_team_status`] (a rename keeps the id: the same team).
+//!    link stored with [`Records::set_team_status`] (a rename keeps the id: the same team). A
+//!    parent team is read here (not in `load`), so a retry waiting for the parent's own first
+//!    sync sees its link once it exists.
 //! 3. `github-members`: observe, [`plan_members`] with the guards of [`SyncTeamSettings`],
 //!    [`apply_plan`]. In plan-only mode the plan is the output and nothing is sent. The
 //!    mass-removal guard fails the run permanently, naming the people; a `muster.team.sync`
@@ -172,8 +174,6 @@ struct Loaded {
     started_at: DateTime<Utc>,
     team: Option<Team>,
     environments: Vec<Environment>,
-    /// The GitHub slug of the team's parent, when it has one that exists.
-    parent_github: Option<String>,
 }
 
 /// Output of `github-team` on a live team.
@@ -297,7 +297,7 @@ impl Workflow for SyncTeam {
         }
 
         let ensured: EnsuredTeam =
-            ctx.step("github-team", || self.ensure_github_team(&team, &loaded)).await?;
+            ctx.step("github-team", || self.ensure_github_team(&team)).await?;
         let members: Members = ctx
             .step("github-members", || {
                 self.sync_members(&team, &ensured, request.allow_mass_removal)
@@ -331,12 +331,7 @@ impl SyncTeam {
         let team = match self.records.get_team(slug).await {
             Ok(team) => team,
             Err(RecordsError::NotFound { .. }) => {
-                return Ok(Loaded {
-                    started_at,
-                    team: None,
-                    environments: Vec::new(),
-                    parent_github: None,
-                });
+                return Ok(Loaded { started_at, team: None, environments: Vec::new() });
             }
             Err(e) => return Err(e.into()),
         };
@@ -350,31 +345,17 @@ impl SyncTeam {
                 None => break,
             }
         }
-        let parent_github = match &team.spec.parent {
-            None => None,
-            Some(parent) => match self.records.get_team(parent).await {
-                Ok(parent) => Some(
-                    parent.status.github.map_or_else(|| slug_for(&parent.spec.name), |l| l.slug),
-                ),
-                Err(RecordsError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            },
-        };
-        Ok(Loaded { started_at, team: Some(team), environments, parent_github })
+        Ok(Loaded { started_at, team: Some(team), environments })
     }
 
-    async fn ensure_github_team(
-        &self,
-        team: &Team,
-        loaded: &Loaded,
-    ) -> Result<EnsuredTeam, RunError> {
+    async fn ensure_github_team(&self, team: &Team) -> Result<EnsuredTeam, RunError> {
         let known =
             team.status.github.as_ref().map(|l| TeamRef { id: Some(l.id), slug: l.slug.clone() });
         let desired = DesiredTeam {
             name: team.spec.name.clone(),
             description: team.spec.description.clone(),
             privacy: self.settings.privacy,
-            parent: loaded.parent_github.clone(),
+            parent: self.parent_slug(team).await?,
             known,
         };
         let got = self.github.ensure_team(&desired).await?;
@@ -401,6 +382,29 @@ impl SyncTeam {
             self.records.set_team_status(team.slug(), status).await?;
         }
         Ok(ensured)
+    }
+
+    /// The parent's GitHub slug. A parent that exists in the records but has no GitHub team yet
+    /// (its own sync has not run) is a retryable error: nesting under a team GitHub does not
+    /// have fails, and unnesting would be wrong. In plan-only mode nothing is sent, so the slug
+    /// GitHub would derive from the parent's name stands in.
+    /// A parent missing from the records is left out (it may be created later).
+    async fn parent_slug(&self, team: &Team) -> Result<Option<String>, RunError> {
+        let Some(slug) = &team.spec.parent else {
+            return Ok(None);
+        };
+        let parent = match self.records.get_team(slug).await {
+            Ok(parent) => parent,
+            Err(RecordsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match parent.status.github {
+            Some(link) => Ok(Some(link.slug)),
+            None if self.github.is_plan_only() => Ok(Some(slug_for(&parent.spec.name))),
+            None => Err(RunError::retryable(format!(
+                "parent team {slug:?} has no GitHub team yet; retrying after its sync"
+            ))),
+        }
     }
 
     async fn sync_members(

@@ -230,6 +230,55 @@ async fn a_replay_after_a_crash_does_not_repeat_finished_steps_or_announcements(
 }
 
 #[tokio::test]
+async fn a_crash_before_the_last_steps_were_journaled_resumes_after_the_journaled_ones() {
+    let f = Fixture::live().await;
+    f.create_team().await;
+    let journal = MemoryJournal::new();
+    f.run_on("sync_team-1", &journal, created()).await.unwrap();
+    let writes = f.github.writes();
+    let dev = f.namespace("dev").await;
+    // The engine died after `announce` had published but before its completion was journaled.
+    journal.forget_from(4);
+
+    let output = f.run_on("sync_team-1", &journal, created()).await.unwrap();
+    assert_eq!(&journal.starts()[6..], ["announce", "record-sync"]);
+    assert_eq!(f.github.writes(), writes, "GitHub steps replayed, not re-run");
+    assert_eq!(f.namespace("dev").await, dev);
+    assert_eq!(output["announced"]["duplicates"], 2, "same ids, dropped by the bus");
+    assert_eq!(f.announced_ids(), ["sync_team-1-dev", "sync_team-1-prod"]);
+}
+
+#[tokio::test]
+async fn a_nested_team_names_its_parents_github_team() {
+    let f = Fixture::live().await;
+    let mut platform = spec();
+    platform.slug = "platform".into();
+    platform.name = "Platform Engineering".into();
+    f.records.create_team(platform).await.unwrap();
+    let mut child = spec();
+    child.parent = Some("platform".into());
+    f.records.create_team(child).await.unwrap();
+    let journal = MemoryJournal::new();
+    // The parent's own sync has not run yet: wait for it rather than create the team unnested.
+    let err = f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
+    assert!(err.is_retryable() && err.message.contains("\"platform\""), "{err}");
+    assert!(f.github.teams().is_empty());
+
+    let parent_sync = EventBuilderV10::new()
+        .id("e-platform")
+        .source("/test")
+        .ty("muster.team.created")
+        .subject("platform")
+        .build()
+        .unwrap();
+    f.run("sync_team-p", parent_sync).await.unwrap();
+    // The retry reads the parent again in `github-team` and nests the team under it.
+    f.run_on("sync_team-1", &journal, created()).await.unwrap();
+    let payments = f.github.teams().into_iter().find(|t| t.name == "Payments").unwrap();
+    assert_eq!(payments.parent.as_deref(), Some("platform-engineering"));
+}
+
+#[tokio::test]
 async fn a_rate_limit_is_a_retry_after_and_the_retry_converges() {
     let f = Fixture::live().await;
     f.create_team().await;
