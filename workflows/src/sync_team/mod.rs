@@ -219,6 +219,10 @@ struct Namespaces {
     unchanged: Vec<String>,
     /// Records in state `deleting` after the step.
     deleting: Vec<String>,
+    /// The team was deleted while this run synced it: nothing more is upserted or announced,
+    /// the run triggered by the deletion tears it down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    superseded: bool,
 }
 
 /// Output of `announce`.
@@ -465,7 +469,13 @@ impl SyncTeam {
         let mut out = Namespaces::default();
         for environment in environments {
             let record =
-                self.records.upsert_namespace(self.namespace_spec(team, environment)).await?;
+                match self.records.upsert_namespace(self.namespace_spec(team, environment)).await {
+                    Ok(record) => record,
+                    Err(RecordsError::Tombstoned { .. }) => {
+                        return Ok(Namespaces { superseded: true, ..Namespaces::default() });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             match before.get(environment.name()) {
                 None => out.created.push(record.name.clone()),
                 Some(old) if old.resource_version != record.resource_version => {
@@ -689,6 +699,7 @@ fn namespaces_summary(namespaces: &Namespaces) -> serde_json::Value {
         "updated": namespaces.updated,
         "unchanged": namespaces.unchanged,
         "deleting": namespaces.deleting,
+        "superseded": namespaces.superseded,
     })
 }
 

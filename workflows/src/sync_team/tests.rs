@@ -249,6 +249,27 @@ async fn a_crash_before_the_last_steps_were_journaled_resumes_after_the_journale
 }
 
 #[tokio::test]
+async fn a_team_deleted_during_its_sync_leaves_the_rest_to_the_teardown() {
+    let f = Fixture::live().await;
+    f.create_team().await;
+    let journal = MemoryJournal::new();
+    // The first attempt gets as far as GitHub, then fails; the team is deleted before the retry.
+    f.publisher.fail_after(0);
+    f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
+    f.records.delete_namespace("payments", "prod").await.unwrap();
+    f.records.delete_team("payments", None).await.unwrap();
+    journal.forget_from(3);
+    f.publisher.recover();
+    let output = f.run_on("sync_team-1", &journal, created()).await.unwrap();
+    assert_eq!(output["namespaces"]["superseded"], true);
+    assert_eq!(output["announced"]["ids"], json!([]));
+    assert!(matches!(
+        f.records.get_namespace("payments", "prod").await,
+        Err(RecordsError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_nested_team_names_its_parents_github_team() {
     let f = Fixture::live().await;
     let mut platform = spec();
