@@ -49,6 +49,15 @@
 //!    reports, or the next resync tick, which includes tombstoned teams) completes it.
 //! 7. `record-sync` when not purged.
 //!
+//! A team deleted while its live sync runs makes `namespaces` stop (output `superseded`):
+//! the run triggered by the deletion, serialised behind it on the same key, tears it down.
+//!
+//! # Known limits
+//! - `quota_profile` is not applied yet: every namespace gets its environment's defaults.
+//! - A namespace record of a deleted environment stays `deleting` (announced on every sync)
+//!   until its team is purged: with the environment gone, no list of clusters says when its
+//!   agents are done.
+//!
 //! # Errors
 //! GitHub failures map through `From<GitHubError> for RunError` (rate limits retry with
 //! `after`; permissions and guards are permanent); records failures are retryable when
