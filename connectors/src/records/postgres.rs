@@ -17,7 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use workflows::records::{
     Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
     NamespaceSpec, NamespaceState, OutboxEvent, Page, RecordKind, Records, RecordsError,
-    RecordsResult, Team, TeamSpec, page_size,
+    RecordsResult, Team, TeamSpec, TeamStatus, page_size,
 };
 
 use super::new_event_id;
@@ -354,6 +354,27 @@ impl Records for PgRecords {
         )
         .await?;
         append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Deleted, &next, now)).await?;
+        commit(tx).await?;
+        Ok(next)
+    }
+
+    async fn set_team_status(&self, slug: &str, status: TeamStatus) -> RecordsResult<Team> {
+        let mut tx = self.begin().await?;
+        let current: Team =
+            locked_doc(&mut tx, "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE", &[slug])
+                .await?
+                .ok_or_else(|| RecordsError::not_found(RecordKind::Team, slug))?;
+        if current.status == status {
+            return Ok(current);
+        }
+        // The document only: same resource version, no outbox row (status is not a change).
+        let next = current.with_status(status);
+        sqlx::query("UPDATE teams SET doc = $2 WHERE slug = $1")
+            .bind(slug)
+            .bind(Json(&next))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         commit(tx).await?;
         Ok(next)
     }

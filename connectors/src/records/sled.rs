@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use workflows::records::{
     Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
     NamespaceSpec, NamespaceState, OutboxEvent, Page, RecordKind, Records, RecordsError,
-    RecordsResult, Team, TeamSpec, page_size,
+    RecordsResult, Team, TeamSpec, TeamStatus, page_size,
 };
 
 use super::new_event_id;
@@ -278,6 +278,30 @@ impl Records for SledRecords {
                         Ok(next)
                     })
                     .map_err(from_tx)
+            })
+        })
+        .await
+    }
+
+    async fn set_team_status(&self, slug: &str, status: TeamStatus) -> RecordsResult<Team> {
+        let slug = slug.to_owned();
+        self.blocking(move |s| {
+            s.mutate(|s| {
+                // The team tree alone: status is not announced through the outbox.
+                transact(&s.teams, |teams| {
+                    let current: Team = tx_get(teams, slug.as_bytes())?.ok_or_else(|| {
+                        ConflictableTransactionError::Abort(RecordsError::not_found(
+                            RecordKind::Team,
+                            slug.clone(),
+                        ))
+                    })?;
+                    if current.status == status {
+                        return Ok(current);
+                    }
+                    let next = current.with_status(status.clone());
+                    tx_put(teams, slug.as_bytes(), &next)?;
+                    Ok(next)
+                })
             })
         })
         .await

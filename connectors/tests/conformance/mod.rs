@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use workflows::records::{
-    ClusterOutcome, ClusterStatus, EnvironmentSpec, NamespaceFilter, NamespaceSpec, NamespaceState,
-    RecordKind, Records, RecordsError, RoleBinding, TeamSpec,
+    ClusterOutcome, ClusterStatus, EnvironmentSpec, GitHubLink, NamespaceFilter, NamespaceSpec,
+    NamespaceState, RecordKind, Records, RecordsError, RoleBinding, SyncMark, TeamSpec, TeamStatus,
 };
 
 pub type Store = Arc<dyn Records>;
@@ -30,7 +30,8 @@ macro_rules! conformance_suite {
             namespace_name_collisions_are_refused,
             outbox_follows_every_change_in_order,
             invalid_records_write_nothing,
-            concurrent_writers_are_serialised
+            concurrent_writers_are_serialised,
+            team_status_is_not_a_change
         );
     };
     (@cases $fixture:ident, $($case:ident),+) => {
@@ -592,4 +593,46 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
     let mut versions = upserts.join_all().await;
     versions.sort_unstable();
     assert_eq!(versions, (1..=WRITERS).collect::<Vec<_>>());
+}
+
+pub async fn team_status_is_not_a_change(store: Store) {
+    let created = store.create_team(team("payments")).await.unwrap();
+    assert!(created.status.is_empty());
+    let events = outbox(&store).await;
+
+    let linked = TeamStatus {
+        github: Some(GitHubLink { id: 42, slug: "team-payments".into() }),
+        last_sync: None,
+    };
+    let stored = store.set_team_status("payments", linked.clone()).await.unwrap();
+    assert_eq!(stored.status, linked);
+    assert_eq!(stored.resource_version, 1, "status does not bump the version");
+    assert_eq!(stored.updated_at, created.updated_at);
+    assert_eq!(store.get_team("payments").await.unwrap(), stored);
+    assert_eq!(outbox(&store).await, events, "status is not announced");
+
+    // A spec update keeps the status; an expected version still matches after a status write.
+    let mut spec = team("payments");
+    spec.description = "renamed".into();
+    let updated = store.update_team(spec, Some(1)).await.unwrap();
+    assert_eq!(updated.status, linked);
+
+    // Replaced whole, also on a tombstone (a teardown records its progress).
+    store.delete_team("payments", None).await.unwrap();
+    let synced = TeamStatus {
+        github: None,
+        last_sync: Some(SyncMark {
+            run_id: "sync_team-1".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+        }),
+    };
+    let tombstone = store.set_team_status("payments", synced.clone()).await.unwrap();
+    assert!(tombstone.is_deleted());
+    assert_eq!(tombstone.status, synced);
+    assert_eq!(tombstone.resource_version, 3);
+    assert_eq!(outbox(&store).await.len(), events.len() + 2, "update and delete only");
+
+    let missing = store.set_team_status("ghost", TeamStatus::default()).await;
+    assert!(matches!(missing, Err(RecordsError::NotFound { .. })), "{missing:?}");
 }

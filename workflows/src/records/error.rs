@@ -113,6 +113,27 @@ impl RecordsError {
     }
 }
 
+/// A records failure as a run outcome: retryable when [`RecordsError::is_retryable`] (a
+/// transient backend failure), permanent otherwise (a conflict, a missing or invalid record:
+/// retrying the same step unchanged would fail the same way).
+impl From<RecordsError> for crate::workflow::RunError {
+    fn from(e: RecordsError) -> Self {
+        let retryable = e.is_retryable();
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if retryable {
+            crate::workflow::RunError::retryable(message)
+        } else {
+            crate::workflow::RunError::permanent(message)
+        }
+    }
+}
+
 /// Result of a records operation.
 pub type RecordsResult<T> = Result<T, RecordsError>;
 
@@ -133,6 +154,16 @@ mod tests {
         };
         assert!(!conflict.is_retryable());
         assert_eq!(conflict.to_string(), "team \"a\" is at resource version 2, not 1");
+    }
+
+    #[test]
+    fn run_errors_keep_the_kind_and_the_cause() {
+        let run: crate::workflow::RunError =
+            RecordsError::transient(std::io::Error::other("disk gone")).into();
+        assert!(run.is_retryable());
+        assert_eq!(run.message, "records backend failed: disk gone");
+        let run: crate::workflow::RunError = RecordsError::not_found(RecordKind::Team, "a").into();
+        assert!(!run.is_retryable());
     }
 
     #[test]

@@ -30,6 +30,9 @@
 //! - **Outbox ids are ULIDs**, not `<kind>-<slug>-<version>`: after a purge and re-creation
 //!   the version starts again at 1, and such an id would be dropped by JetStream's duplicate
 //!   window.
+//! - **Team status apart from spec.** [`TeamStatus`] (the linked GitHub team, the last sync) is
+//!   written by [`Records::set_team_status`] without a version bump or an outbox event, so a
+//!   sync recording what it did does not announce a team change and trigger itself.
 //! - **Parents are checked for form, not existence**, so teams can be created in any order.
 
 mod environment;
@@ -51,5 +54,5 @@ pub use outbox::{
     TEAM_CREATED, TEAM_DELETED, TEAM_UPDATED,
 };
 pub use port::{MAX_PAGE_SIZE, Page, Records, page_size};
-pub use team::{Team, TeamSpec};
+pub use team::{GitHubLink, SyncMark, Team, TeamSpec, TeamStatus};
 pub use validation::{FieldError, ValidationErrors};

@@ -8,7 +8,7 @@ use super::namespace::{
     ClusterStatus, NamespaceFilter, NamespaceRecord, NamespaceSpec, NamespaceState,
 };
 use super::outbox::OutboxEvent;
-use super::team::{Team, TeamSpec};
+use super::team::{Team, TeamSpec, TeamStatus};
 
 /// Largest page a list returns; larger limits are clamped to it.
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -32,6 +32,7 @@ pub struct Page<T> {
 /// - A mutation either happens completely or not at all, and is durable when it returns `Ok`.
 /// - Every mutation of a team or an environment appends exactly one [`OutboxEvent`] in the
 ///   same transaction; a failed mutation (validation, conflict, not found) writes neither.
+///   The one exception is [`Records::set_team_status`]: status is not a change of the team.
 /// - `resource_version` starts at 1 and grows by exactly one with each change of a record.
 /// - Validation runs before any write: an invalid record is never stored.
 /// - Events of one record are in the outbox in the order of its changes.
@@ -75,6 +76,15 @@ pub trait Records: Send + Sync {
     /// # Errors
     /// `NotFound`; `VersionConflict` as for updates.
     async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team>;
+
+    /// Replaces the team's [`TeamStatus`] and returns the team. Status is not spec: the
+    /// `resource_version` and `updated_at` stay, and nothing is appended to the outbox, so a
+    /// sync that records its GitHub link does not announce `muster.team.updated` and trigger
+    /// itself again. Allowed on a tombstone (a teardown records its progress too).
+    ///
+    /// # Errors
+    /// `NotFound` when the team is absent (or purged).
+    async fn set_team_status(&self, slug: &str, status: TeamStatus) -> RecordsResult<Team>;
 
     /// Removes a tombstoned team and all its namespace records for good; announces nothing
     /// (the deletion was announced by [`Records::delete_team`]). Returns `false` when there

@@ -99,12 +99,66 @@ pub struct Team {
     /// finished and the team is purged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// What `sync_team` last observed and did in the outside world; see [`TeamStatus`].
+    /// Absent in documents written before it existed, hence the default.
+    #[serde(default, skip_serializing_if = "TeamStatus::is_empty")]
+    pub status: TeamStatus,
+}
+
+/// A team's status: facts about the outside world that `sync_team` records on the team.
+///
+/// Status is not spec. It is written only by [`Records::set_team_status`](super::Records::set_team_status),
+/// which neither bumps `resource_version` nor appends an outbox event: a sync records the GitHub
+/// team it manages, and if that write announced `muster.team.updated`, every sync would trigger
+/// the next one. It also leaves the HTTP ETag (the resource version) alone, so a client's
+/// `If-Match` update is never refused because a sync ran in between.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamStatus {
+    /// The GitHub team this team is linked to, once a sync created or adopted it. Its id never
+    /// changes, so a rename updates the same GitHub team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubLink>,
+    /// The last sync that finished; `sync_team` coalesces a scheduled sync for a tick older
+    /// than its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<SyncMark>,
+}
+
+impl TeamStatus {
+    pub fn is_empty(&self) -> bool {
+        self.github.is_none() && self.last_sync.is_none()
+    }
+}
+
+/// The GitHub team a Muster team is synced to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubLink {
+    /// GitHub's numeric team id: stable across renames.
+    pub id: u64,
+    /// GitHub's slug as of the last sync (it follows the name).
+    pub slug: String,
+}
+
+/// A finished `sync_team` run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMark {
+    pub run_id: String,
+    /// When the run read the desired state: every change stored before this was synced.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
 }
 
 impl Team {
     /// A new record at resource version 1.
     pub fn new(spec: TeamSpec, now: DateTime<Utc>) -> Self {
-        Team { spec, resource_version: 1, created_at: now, updated_at: now, deleted_at: None }
+        Team {
+            spec,
+            resource_version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            status: TeamStatus::default(),
+        }
     }
 
     /// The record after a full update with `spec`: next resource version.
@@ -115,6 +169,7 @@ impl Team {
             created_at: self.created_at,
             updated_at: now,
             deleted_at: self.deleted_at,
+            status: self.status.clone(),
         }
     }
 
@@ -126,6 +181,7 @@ impl Team {
             created_at: self.created_at,
             updated_at: now,
             deleted_at: Some(now),
+            status: self.status.clone(),
         }
     }
 
@@ -135,6 +191,12 @@ impl Team {
 
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
+    }
+
+    /// The record with `status`: same resource version and `updated_at` (status is not a
+    /// change of the team).
+    pub fn with_status(&self, status: TeamStatus) -> Self {
+        Team { status, ..self.clone() }
     }
 }
 
@@ -226,5 +288,24 @@ mod tests {
         assert!(json["deleted_at"].is_string());
         let back: Team = serde_json::from_value(json).unwrap();
         assert_eq!(back, team);
+    }
+
+    #[test]
+    fn documents_without_status_load_and_status_keeps_the_version() {
+        let now = Utc::now();
+        let mut json = serde_json::to_value(Team::new(spec(), now)).unwrap();
+        assert!(json.get("status").is_none(), "an empty status is not written");
+        json.as_object_mut().unwrap().remove("status");
+        let team: Team = serde_json::from_value(json).unwrap();
+        assert!(team.status.is_empty());
+        let linked = team.with_status(TeamStatus {
+            github: Some(GitHubLink { id: 7, slug: "payments".into() }),
+            last_sync: None,
+        });
+        assert_eq!(linked.resource_version, 1);
+        assert_eq!(linked.updated_at, team.updated_at);
+        let json = serde_json::to_value(&linked).unwrap();
+        assert_eq!(json["status"]["github"]["id"], 7);
+        assert_eq!(linked.updated(spec(), now).status, linked.status, "updates keep the status");
     }
 }
