@@ -52,7 +52,11 @@ async fn record_events(world: &mut World) -> anyhow::Result<Vec<(String, String,
             message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
         };
         let ty = header("ce-type");
-        if ty.starts_with("muster.team.") || ty.starts_with("muster.environment.") {
+        // The records' announcements; `muster.team.sync` requests (e.g. from sync_environment's
+        // fan-out) are not record changes.
+        if (ty.starts_with("muster.team.") || ty.starts_with("muster.environment."))
+            && ty != "muster.team.sync"
+        {
             events.push((ty, header("ce-subject"), header("ce-id")));
         }
     }
@@ -217,10 +221,32 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     }
     assert_eq!(slugs, ["billing", "payments", "search"]);
 
-    // Namespace records: none yet (sync_team writes them); the ETag makes polls cheap.
+    // Namespace records: sync_team writes one per team and environment; the ETag makes polls
+    // cheap.
+    let namespaces = |path: String| {
+        let http = http.clone();
+        async move {
+            let (_, _, list) = body(http.get(path).send().await.ok()?).await.ok()?;
+            list["items"].as_array().cloned()
+        }
+    };
+    for slug in ["payments", "search"] {
+        let path = format!("{api}/v1/teams/{slug}/namespaces");
+        wait_for(&format!("{slug}'s namespace records"), WAIT, || {
+            let namespaces = namespaces.clone();
+            let path = path.clone();
+            async move { namespaces(path).await.filter(|items| items.len() == 2) }
+        })
+        .await?;
+    }
     let response = http.get(format!("{api}/v1/namespaces?environment=dev")).send().await?;
     let (status, headers, list) = body(response).await?;
-    assert_eq!((status, list["items"].clone()), (StatusCode::OK, json!([])));
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        (status, names),
+        (StatusCode::OK, vec!["billing-dev", "payments-dev", "search-dev"])
+    );
     let tag = headers[header::ETAG].to_str()?.to_owned();
     let response = http
         .get(format!("{api}/v1/namespaces?environment=dev"))
@@ -230,7 +256,11 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
     let (status, _, list) =
         body(http.get(format!("{api}/v1/teams/payments/namespaces")).send().await?).await?;
-    assert_eq!((status, list["items"].clone()), (StatusCode::OK, json!([])));
+    let payments_prod = &list["items"][1];
+    assert_eq!((status, payments_prod["name"].as_str()), (StatusCode::OK, Some("payments-prod")));
+    // prod's PUT above replaced its default quota with none.
+    assert_eq!(payments_prod["quota"], json!({}));
+    assert_eq!(payments_prod["role_bindings"], json!([{"group": "payments", "role": "edit"}]));
 
     // Sync request: 202, a muster.team.sync event on the stream.
     let response = http.post(format!("{api}/v1/teams/payments/sync")).send().await?;
@@ -269,7 +299,6 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
             ("muster.team.updated", "payments"),
             ("muster.team.created", "billing"),
             ("muster.team.created", "search"),
-            ("muster.team.sync", "payments"),
             ("muster.team.deleted", "search"),
             ("muster.environment.deleted", "dev"),
         ],
@@ -785,7 +814,18 @@ async fn cli_manages_teams_and_environments_through_the_api() -> anyhow::Result<
     std::fs::write(&file, team("payments").to_string())?;
     world.cli(&["teams", "create", "--file", file.to_str().unwrap()]).await?;
     world
-        .cli(&["teams", "create", "--slug", "search", "--name", "Search", "--member", "alice,bob"])
+        .cli(&[
+            "teams",
+            "create",
+            "--slug",
+            "search",
+            "--name",
+            "Search",
+            "--member",
+            "alice,bob",
+            "--maintainer",
+            "carol",
+        ])
         .await?;
     world
         .cli(&["teams", "update", "search", "--description", "Finds things", "--if-version", "1"])
@@ -802,8 +842,17 @@ async fn cli_manages_teams_and_environments_through_the_api() -> anyhow::Result<
     assert!(format!("{err:#}").contains("412"), "{err:#}");
     let err = world.cli(&["teams", "create", "--slug", "Bad!", "--name", "B"]).await.unwrap_err();
     assert!(format!("{err:#}").contains("slug:"), "{err:#}");
+    // Wait for sync_team to give search its namespace record before deleting it.
+    let http = reqwest::Client::new();
+    let path = format!("{}/v1/teams/search/namespaces", engine.api);
+    wait_for("search's namespace record", WAIT, || async {
+        let list: Value = http.get(&path).send().await.ok()?.json().await.ok()?;
+        list["items"].as_array().filter(|items| !items.is_empty()).map(|_| ())
+    })
+    .await?;
     let out = world.cli(&["teams", "delete", "search"]).await?;
     assert!(out.contains("tombstone"), "{out}");
+    // Its namespace record in dev (cluster dev-1) awaits the agent's report: no purge yet.
     let out = world.cli(&["teams", "list"]).await?;
     assert!(out.contains("deleted"), "{out}");
     world.cli(&["envs", "delete", "dev"]).await?;
@@ -814,6 +863,8 @@ async fn cli_manages_teams_and_environments_through_the_api() -> anyhow::Result<
             world.cli_json(&["events", "list", "--type", "muster.team.", "--json"]).await.ok()?;
         let types: Vec<String> = events
             .iter()
+            // Record changes only: sync_environment's fan-out adds muster.team.sync requests.
+            .filter(|e| e["type"] != "muster.team.sync")
             .map(|e| {
                 format!(
                     "{} {}",

@@ -30,6 +30,8 @@ const SECTIONS: &[&str] = &[
     "database-schema",
     "http",
     "outbox",
+    "github",
+    "sync",
 ];
 
 /// A secret string: readable by code, printed as `***`.
@@ -79,6 +81,25 @@ pub struct Config {
     pub database_schema: Option<String>,
     pub http: HttpConfig,
     pub outbox: OutboxConfig,
+    /// The GitHub organization Muster manages; without credentials, plan-only mode.
+    pub github: connectors::github::GitHubConfig,
+    pub sync: SyncConfig,
+}
+
+/// How `sync_team` shapes namespace records.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SyncConfig {
+    /// A team's group in the clusters is `<group-prefix><team slug>`.
+    pub group_prefix: String,
+    /// The ClusterRole a team's group gets in each of its namespaces.
+    pub namespace_role: String,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { group_prefix: String::new(), namespace_role: "edit".into() }
+    }
 }
 
 impl Default for Config {
@@ -94,6 +115,8 @@ impl Default for Config {
             database_schema: None,
             http: HttpConfig::default(),
             outbox: OutboxConfig::default(),
+            github: connectors::github::GitHubConfig::default(),
+            sync: SyncConfig::default(),
             schedules: vec![ScheduleConfig::default()],
         }
     }
@@ -327,11 +350,12 @@ impl Config {
             let section = key.split('.').next().unwrap_or_default();
             SECTIONS.contains(&section).then(|| key.into())
         });
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(env)
             .merge(overrides)
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.github.apply_env(|name| std::env::var(name).ok());
         config.validate()?;
         Ok(config)
     }
@@ -342,6 +366,9 @@ impl Config {
     /// The first invalid setting, named by its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        self.github
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("github.{}: {}", e.key, e.message)))?;
         let prefix = &self.nats.prefix;
         if prefix.is_empty()
             || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

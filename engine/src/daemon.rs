@@ -11,15 +11,58 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use workflows::Workflow;
 
+use connectors::github::OctocrabGitHub;
+use workflows::github::GitHub;
+use workflows::publisher::Publisher;
+use workflows::resync::{Resync, SyncEnvironment};
+use workflows::sync_team::{SyncTeam, SyncTeamSettings};
+
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
+use crate::publisher::JetStreamPublisher;
 use crate::relay::Relay;
 use crate::runtime::{Engine, EngineError};
 use crate::store::{self, Store, StoreError};
 
+/// The platform workflows over the real adapters: `sync_team` (records, GitHub, JetStream),
+/// `resync` and `sync_environment` (records, JetStream).
+///
+/// # Errors
+/// The GitHub configuration cannot build a client.
+pub fn domain_workflows(
+    config: &Config,
+    store: &Store,
+    publisher: &JetStreamPublisher,
+) -> Result<Vec<Arc<dyn Workflow>>, DaemonError> {
+    let github =
+        OctocrabGitHub::new(&config.github).map_err(|e| DaemonError::GitHub(e.to_string()))?;
+    if github.is_plan_only() {
+        info!(
+            "GitHub: no credentials configured, plan-only mode (plans are recorded, nothing is sent)"
+        );
+    }
+    let settings = SyncTeamSettings {
+        max_removal_fraction: config.github.max_removal_fraction,
+        max_removals_absolute: config.github.max_removals_absolute,
+        min_maintainers: config.github.min_maintainers,
+        group_prefix: config.sync.group_prefix.clone(),
+        namespace_role: config.sync.namespace_role.clone(),
+        ..SyncTeamSettings::default()
+    };
+    let records = store.records();
+    let publisher: Arc<dyn Publisher> = Arc::new(publisher.clone());
+    Ok(vec![
+        Arc::new(SyncTeam::new(records.clone(), Arc::new(github), publisher.clone(), settings)),
+        Arc::new(Resync::new(records.clone(), publisher.clone())),
+        Arc::new(SyncEnvironment::new(records, publisher)),
+    ])
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("cannot set up the GitHub client: {0}")]
+    GitHub(String),
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -65,8 +108,13 @@ impl Daemon {
                 .await
                 .map_err(StoreError::Migrations)?;
         }
-        let engine = Engine::start(config.clone(), workflows).await?;
-        let store = store::open(&config, engine.db()).await?;
+        let db = crate::runtime::open_db(&config)?;
+        let store = store::open(&config, &db).await?;
+        let publisher = JetStreamPublisher::new();
+        let mut workflows = workflows;
+        workflows.extend(domain_workflows(&config, &store, &publisher)?);
+        let engine = Engine::start_with_db(config.clone(), workflows, db).await?;
+        publisher.bind(engine.jetstream().clone(), engine.names().clone());
         Ok(Self { engine, store, listener, metrics: Metrics::new(), started: Instant::now() })
     }
 

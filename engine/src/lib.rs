@@ -25,6 +25,7 @@ pub mod fault;
 pub mod journal;
 pub mod metrics;
 pub mod natsd;
+pub mod publisher;
 pub mod relay;
 pub mod runtime;
 pub mod schedule;

@@ -75,6 +75,20 @@ pub enum EngineError {
     Schedule(String),
 }
 
+/// Opens the data dir's sled database. One per data dir, shared by the journal and the sled
+/// records store: sled allows one process (and one open handle) per database.
+///
+/// # Errors
+/// The directory cannot be opened or another process holds it.
+pub fn open_db(config: &Config) -> Result<::sled::Db, EngineError> {
+    let dir = config.journal_dir();
+    ::sled::Config::new()
+        .path(&dir)
+        .mode(::sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| EngineError::Journal { dir: dir.display().to_string(), source: e.into() })
+}
+
 /// The workflows an engine runs: the built-in ones plus those a binary adds.
 pub fn builtin_workflows() -> Vec<Arc<dyn Workflow>> {
     vec![Arc::new(workflows::ping::Ping)]
@@ -106,6 +120,20 @@ impl Engine {
         config: Config,
         workflows: Vec<Arc<dyn Workflow>>,
     ) -> Result<Self, EngineError> {
+        let db = open_db(&config)?;
+        Self::start_with_db(config, workflows, db).await
+    }
+
+    /// As [`Engine::start`], on a sled database the caller opened with [`open_db`] (to share it
+    /// with other stores before the engine starts).
+    ///
+    /// # Errors
+    /// As [`Engine::start`].
+    pub async fn start_with_db(
+        config: Config,
+        workflows: Vec<Arc<dyn Workflow>>,
+        db: ::sled::Db,
+    ) -> Result<Self, EngineError> {
         let mut names_seen = std::collections::HashSet::new();
         for workflow in &workflows {
             let name = workflow.name();
@@ -118,15 +146,8 @@ impl Engine {
                 return Err(EngineError::DuplicateWorkflow(workflow.name().to_owned()));
             }
         }
-        // One sled database per data dir, shared by the journal and the sled records store:
-        // sled allows one process (and one open handle) per database.
         let dir = config.journal_dir();
-        let journal = ::sled::Config::new()
-            .path(&dir)
-            .mode(::sled::Mode::HighThroughput)
-            .open()
-            .map_err(JournalError::from)
-            .and_then(SledJournal::with_db)
+        let journal = SledJournal::with_db(db)
             .map_err(|source| EngineError::Journal { dir: dir.display().to_string(), source })?;
         let (client, js) = bus::connect(&config).await?;
         let names = Names::new(config.nats.prefix.clone());
