@@ -233,7 +233,6 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     for slug in ["payments", "search"] {
         let path = format!("{api}/v1/teams/{slug}/namespaces");
         wait_for(&format!("{slug}'s namespace records"), WAIT, || {
-            let namespaces = namespaces;
             let path = path.clone();
             async move { namespaces(path).await.filter(|items| items.len() == 2) }
         })
