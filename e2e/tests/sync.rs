@@ -1,0 +1,348 @@
+//! SyncTeam end to end: the engine (a child process) with its HTTP API, a real nats-server, and
+//! the fake GitHub driven through the real octocrab client.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2e::fake_github::{FakeGitHub, Fault};
+use e2e::harness::{EngineProcess, WAIT, World, wait_for};
+use engine::journal::{RunRecord, RunStatus};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const ORG: &str = "acme";
+
+/// A world whose engines manage the fake GitHub's organization.
+async fn world_with_github(fake: &FakeGitHub, extra_config: &str) -> anyhow::Result<World> {
+    let mut world = World::start().await?;
+    world.set("MUSTER_GITHUB_TOKEN", "test-token");
+    world.use_config(&format!(
+        "[github]\napi-url = \"{}\"\norg = \"{ORG}\"\nwrite-interval = \"10ms\"\n{extra_config}",
+        fake.url()
+    ))?;
+    Ok(world)
+}
+
+fn team_body(members: &[&str], maintainers: &[&str]) -> Value {
+    json!({
+        "slug": "payments",
+        "name": "Payments",
+        "description": "Moves money",
+        "members": members,
+        "maintainers": maintainers,
+    })
+}
+
+async fn post(http: &Client, url: String, body: Value) -> anyhow::Result<()> {
+    let response = http.post(&url).json(&body).send().await?;
+    anyhow::ensure!(response.status().is_success(), "{url}: {}", response.text().await?);
+    Ok(())
+}
+
+/// Waits until the fake's team `slug` has exactly these active members (login → role).
+async fn wait_members(
+    fake: &FakeGitHub,
+    slug: &str,
+    expected: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let expected: BTreeMap<String, String> =
+        expected.iter().map(|(l, r)| (l.to_string(), r.to_string())).collect();
+    wait_for(&format!("GitHub team {slug} to have {expected:?}"), WAIT, || async {
+        fake.team(slug).filter(|t| t.members == expected && t.pending.is_empty()).map(|_| ())
+    })
+    .await
+}
+
+async fn sync_runs(world: &World, status: RunStatus) -> anyhow::Result<Vec<RunRecord>> {
+    let runs = world.runs("sync_team").await?;
+    Ok(runs.into_iter().filter(|r| r.status == status).collect())
+}
+
+/// Asks for a sync and waits for one more succeeded sync_team run; returns its output.
+async fn sync_now(world: &World, engine: &EngineProcess, http: &Client) -> anyhow::Result<Value> {
+    let before = sync_runs(world, RunStatus::Succeeded).await?.len();
+    post(http, format!("{}/v1/teams/payments/sync", engine.api), json!(null)).await?;
+    let runs = wait_for("one more succeeded sync", WAIT, || async {
+        let runs = sync_runs(world, RunStatus::Succeeded).await.ok()?;
+        (runs.len() > before).then_some(runs)
+    })
+    .await?;
+    Ok(runs[0].output.clone().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_team_created_through_the_api_converges_on_github_and_in_namespace_records()
+-> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "bob", "carol", "dave"]);
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(
+        &http,
+        format!("{api}/v1/environments"),
+        json!({"name": "prod", "default_quota": {"requests.cpu": "8"}}),
+    )
+    .await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice", "bob"], &["carol"])).await?;
+
+    // GitHub: exactly the desired people (and the token's own login, which GitHub makes
+    // maintainer of the teams it creates and Muster never removes).
+    wait_members(
+        &fake,
+        "payments",
+        &[
+            ("alice", "member"),
+            ("bob", "member"),
+            ("carol", "maintainer"),
+            ("muster-bot", "maintainer"),
+        ],
+    )
+    .await?;
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/orgs/acme/teams")
+        .count();
+    assert_eq!(creates, 1, "one team created");
+
+    // Namespace records for every environment, announced to the clusters.
+    let namespaces = wait_for("payments' namespace records", WAIT, || async {
+        let list: Value = http
+            .get(format!("{api}/v1/teams/payments/namespaces"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list["items"].as_array().filter(|items| items.len() == 2).cloned()
+    })
+    .await?;
+    assert_eq!(namespaces[0]["name"], "payments-dev");
+    assert_eq!(namespaces[1]["quota"], json!({"requests.cpu": "8"}));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let announced = loop {
+        let events = world.events_on("muster.events.muster.namespace.changed.>").await?;
+        if events.len() >= 2 {
+            break events;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "namespace.changed not announced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut names: Vec<String> = announced
+        .iter()
+        .map(|(e, _)| workflows::event::data_json(e).unwrap()["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["payments-dev", "payments-prod"]);
+
+    // The run says what it did.
+    let runs = sync_runs(&world, RunStatus::Succeeded).await?;
+    let detail = world.run_detail(&runs.last().unwrap().id).await?;
+    let steps: Vec<&str> = detail.steps.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        steps.starts_with(&["load", "github-team", "github-members", "namespaces", "announce"]),
+        "{steps:?}"
+    );
+
+    // Change the members: only the difference is sent.
+    wait_for("the syncs to settle", WAIT, || async {
+        let running = sync_runs(&world, RunStatus::Running).await.ok()?.len()
+            + sync_runs(&world, RunStatus::Retrying).await.ok()?.len();
+        (running == 0).then_some(())
+    })
+    .await?;
+    fake.clear_log();
+    let response = http
+        .patch(format!("{api}/v1/teams/payments"))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"members": ["alice", "dave"]}).to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await?);
+    wait_members(
+        &fake,
+        "payments",
+        &[
+            ("alice", "member"),
+            ("dave", "member"),
+            ("carol", "maintainer"),
+            ("muster-bot", "maintainer"),
+        ],
+    )
+    .await?;
+    let mutations: Vec<(String, String)> =
+        fake.mutations().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(
+        mutations,
+        [
+            ("PUT".to_owned(), "/orgs/acme/teams/payments/memberships/dave".to_owned()),
+            ("DELETE".to_owned(), "/orgs/acme/teams/payments/memberships/bob".to_owned()),
+        ]
+    );
+
+    // No change: no mutating request, and the reads are answered 304 from the second run on.
+    sync_now(&world, &engine, &http).await?;
+    fake.clear_log();
+    sync_now(&world, &engine, &http).await?;
+    let requests = fake.requests();
+    assert!(requests.iter().all(|r| !r.mutating), "{requests:?}");
+    let gets: Vec<_> = requests.iter().filter(|r| r.method == "GET").collect();
+    assert!(!gets.is_empty() && gets.iter().all(|r| r.status == 304), "{gets:?}");
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn without_credentials_the_sync_is_planned_and_nothing_is_sent() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    let mut world = world_with_github(&fake, "").await?;
+    world.set("MUSTER_GITHUB_TOKEN", "");
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    post(&http, format!("{}/v1/environments", engine.api), json!({"name": "dev"})).await?;
+    post(&http, format!("{}/v1/teams", engine.api), team_body(&["alice"], &["carol"])).await?;
+    let run = wait_for("a succeeded sync", WAIT, || async {
+        sync_runs(&world, RunStatus::Succeeded).await.ok()?.into_iter().next()
+    })
+    .await?;
+    let output = run.output.unwrap_or_default().to_string();
+    assert!(
+        output.contains("plan") && output.contains("alice") && output.contains("carol"),
+        "{output}"
+    );
+    assert!(fake.requests().is_empty(), "plan-only mode sent {:?}", fake.requests());
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn a_deleted_team_is_torn_down_and_purged() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol"]);
+    let mut world = world_with_github(&fake, "allow-team-deletion = true\n").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice"], &["carol"])).await?;
+    wait_members(
+        &fake,
+        "payments",
+        &[("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")],
+    )
+    .await?;
+    let response = http.delete(format!("{api}/v1/teams/payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_for("the GitHub team to be deleted", WAIT, || async {
+        fake.team("payments").is_none().then_some(())
+    })
+    .await?;
+    wait_for("the team's records to be purged", WAIT, || async {
+        let status = http.get(format!("{api}/v1/teams/payments")).send().await.ok()?.status();
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await?;
+    let list: Value =
+        http.get(format!("{api}/v1/namespaces?team=payments")).send().await?.json().await?;
+    assert_eq!(list["items"], json!([]));
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn github_failures_are_retried_until_the_team_converges() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "bob", "carol"]);
+    for fault in
+        [Fault::status(500), Fault::status(502), Fault::retry_after(429, 1), Fault::status(502)]
+    {
+        fake.inject(fault);
+    }
+    let mut world = world_with_github(&fake, "").await?;
+    world.set("MUSTER_RUNTIME__BACKOFF_INITIAL", "100ms");
+    world.set("MUSTER_RUNTIME__MAX_ATTEMPTS", "10");
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    post(&http, format!("{}/v1/environments", engine.api), json!({"name": "dev"})).await?;
+    post(&http, format!("{}/v1/teams", engine.api), team_body(&["alice", "bob"], &["carol"]))
+        .await?;
+    wait_members(
+        &fake,
+        "payments",
+        &[
+            ("alice", "member"),
+            ("bob", "member"),
+            ("carol", "maintainer"),
+            ("muster-bot", "maintainer"),
+        ],
+    )
+    .await?;
+    // The 429 asked for 1 s: the next request came no sooner.
+    let requests = fake.requests();
+    let limited = requests.iter().position(|r| r.status == 429).expect("the 429 was served");
+    let gap = requests[limited + 1].instant - requests[limited].instant;
+    assert!(gap >= Duration::from_millis(950), "retried {gap:?} after a Retry-After of 1 s");
+    assert_eq!(
+        requests.iter().filter(|r| r.method == "POST" && r.path == "/orgs/acme/teams").count(),
+        1
+    );
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn kill_9_mid_member_sync_resumes_without_creating_the_team_twice() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    let people = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    fake.add_org_members(people.iter().copied().chain(["carol"]));
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    post(&http, format!("{}/v1/environments", engine.api), json!({"name": "dev"})).await?;
+    // Slow membership writes: the engine is killed while they are going on.
+    for _ in 0..3 {
+        fake.inject(Fault::latency(Duration::from_millis(300)).on_mutation());
+    }
+    post(&http, format!("{}/v1/teams", engine.api), team_body(&people, &["carol"])).await?;
+    wait_for("the member sync to start", WAIT, || async {
+        fake.mutations().iter().any(|r| r.path.contains("/memberships/")).then_some(())
+    })
+    .await?;
+    engine.kill9().await?;
+    let mut engine = world.start_engine().await?;
+    let mut expected: Vec<(&str, &str)> = people.iter().map(|p| (*p, "member")).collect();
+    expected.extend([("carol", "maintainer"), ("muster-bot", "maintainer")]);
+    wait_members(&fake, "payments", &expected).await?;
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/orgs/acme/teams")
+        .count();
+    assert_eq!(creates, 1, "the team was created once");
+    assert_eq!(fake.teams().len(), 1);
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn drift_is_repaired_on_the_next_tick_without_any_event() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol"]);
+    let mut world =
+        world_with_github(&fake, "\n[[schedules]]\nname = \"resync\"\ncron = \"*/2 * * * * *\"\n")
+            .await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    post(&http, format!("{}/v1/environments", engine.api), json!({"name": "dev"})).await?;
+    post(&http, format!("{}/v1/teams", engine.api), team_body(&["alice"], &["carol"])).await?;
+    let converged = [("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")];
+    wait_members(&fake, "payments", &converged).await?;
+
+    // Someone removes alice on GitHub; no webhook, no event: the resync tick repairs it.
+    fake.remove_member("payments", "alice");
+    assert!(!fake.team("payments").unwrap().members.contains_key("alice"));
+    wait_members(&fake, "payments", &converged).await?;
+    let resyncs = world.runs("resync").await?;
+    assert!(resyncs.iter().any(|r| r.status == RunStatus::Succeeded), "{resyncs:?}");
+    engine.stop().await
+}
