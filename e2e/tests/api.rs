@@ -748,7 +748,7 @@ async fn every_documented_route_is_served() -> anyhow::Result<()> {
             routes += 1;
         }
     }
-    assert_eq!(routes, 25);
+    assert_eq!(routes, 26);
     engine.stop().await
 }
 

@@ -23,6 +23,23 @@ async fn world_with_github(fake: &FakeGitHub, extra_config: &str) -> anyhow::Res
     Ok(world)
 }
 
+/// Waits until the workflow's consumer has nothing pending or in flight.
+async fn settle(world: &mut World, workflow: &str) -> anyhow::Result<()> {
+    let stream = world.jetstream().await?.get_stream("MUSTER_EVENTS").await?;
+    wait_for(&format!("{workflow} to settle"), WAIT, || {
+        let stream = stream.clone();
+        async move {
+            let mut consumer = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(workflow)
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await
+}
+
 fn team_body(members: &[&str], maintainers: &[&str]) -> Value {
     json!({
         "slug": "payments",
@@ -338,11 +355,116 @@ async fn drift_is_repaired_on_the_next_tick_without_any_event() -> anyhow::Resul
     let converged = [("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")];
     wait_members(&fake, "payments", &converged).await?;
 
-    // Someone removes alice on GitHub; no webhook, no event: the resync tick repairs it.
+    // Once the syncs the creation asked for are done, someone removes alice on GitHub; no
+    // webhook, no event: only the resync tick can repair it.
+    settle(&mut world, "sync_team").await?;
+    let drifted = chrono::Utc::now();
     fake.remove_member("payments", "alice");
     assert!(!fake.team("payments").unwrap().members.contains_key("alice"));
     wait_members(&fake, "payments", &converged).await?;
-    let resyncs = world.runs("resync").await?;
-    assert!(resyncs.iter().any(|r| r.status == RunStatus::Succeeded), "{resyncs:?}");
+    let repairs: Vec<RunRecord> = world
+        .runs("sync_team")
+        .await?
+        .into_iter()
+        .filter(|r| r.created_at > drifted && r.trigger.event["source"] == "/muster/resync")
+        .collect();
+    assert!(!repairs.is_empty(), "a sync from the resync fan-out ran after the drift");
+    engine.stop().await
+}
+
+fn signed(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(
+    http: &Client,
+    api: &str,
+    delivery: &str,
+    signature: Option<String>,
+    body: &Value,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = http
+        .post(format!("{api}/v1/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "membership")
+        .header("x-github-delivery", delivery)
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.send().await?;
+    Ok((response.status(), response.json().await?))
+}
+
+#[tokio::test]
+async fn github_webhooks_are_verified_deduplicated_and_repair_drift() -> anyhow::Result<()> {
+    const SECRET: &str = "webhook-s3cret";
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol"]);
+    let mut world = world_with_github(&fake, "").await?;
+    world.set("MUSTER_GITHUB_WEBHOOK_SECRET", SECRET);
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice"], &["carol"])).await?;
+    let converged = [("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")];
+    wait_members(&fake, "payments", &converged).await?;
+
+    // Drift on GitHub once the creation's syncs are done, then its webhook.
+    settle(&mut world, "sync_team").await?;
+    fake.remove_member("payments", "alice");
+    let team_id = fake.team("payments").unwrap().id;
+    let payload = json!({
+        "action": "removed",
+        "scope": "team",
+        "member": {"login": "alice"},
+        "team": {"id": team_id, "slug": "payments", "name": "Payments"},
+        "organization": {"login": ORG},
+    });
+    let body = payload.to_string();
+
+    // A missing or wrong signature: 401, nothing published.
+    let (status, problem) = deliver(&http, &api, "d-1", None, &payload).await?;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("https://muster.dev/problems/unauthorized"))
+    );
+    let (status, _) =
+        deliver(&http, &api, "d-1", Some(signed("wrong", body.as_bytes())), &payload).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(world.events_on("muster.events.com.github.>").await?.is_empty());
+
+    // Signed: enqueued, and the same delivery twice is one event.
+    let (status, first) =
+        deliver(&http, &api, "d-1", Some(signed(SECRET, body.as_bytes())), &payload).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        (first["event_type"].as_str(), first["duplicate"].as_bool()),
+        (Some("com.github.membership.removed"), Some(false))
+    );
+    assert_eq!(first["syncs"], json!(["payments"]));
+    let (_, second) =
+        deliver(&http, &api, "d-1", Some(signed(SECRET, body.as_bytes())), &payload).await?;
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(world.events_on("muster.events.com.github.>").await?.len(), 1);
+
+    // The sync it asked for repairs the drift.
+    wait_members(&fake, "payments", &converged).await?;
+
+    // Noise is acknowledged and dropped.
+    let push = http
+        .post(format!("{api}/v1/webhooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-2")
+        .header("x-hub-signature-256", signed(SECRET, b"{}"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(push.status(), StatusCode::ACCEPTED);
+    assert_eq!(world.events_on("muster.events.com.github.>").await?.len(), 1);
     engine.stop().await
 }

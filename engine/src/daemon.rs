@@ -153,6 +153,11 @@ impl Daemon {
             openapi_json,
             schedules,
             schedule_store,
+            github_webhook_secret: config
+                .github
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
         });
         let relay = Relay::new(
             records,

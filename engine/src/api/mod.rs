@@ -17,6 +17,7 @@ pub mod problem;
 pub mod runs;
 pub mod schema;
 pub mod teams;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ pub struct AppState {
     /// Schedules and their shared memory, for readiness (absent when none is enabled).
     pub schedules: Vec<crate::schedule::Schedule>,
     pub schedule_store: Option<async_nats::jetstream::kv::Store>,
+    /// Key of GitHub webhook signatures; without one, webhooks are refused.
+    pub github_webhook_secret: Option<String>,
 }
 
 pub type ApiState = Arc<AppState>;
@@ -113,6 +116,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::dlq_list))
         .routes(routes!(runs::dlq_replay))
         .routes(routes!(events::ingest))
+        .routes(routes!(webhooks::github))
         .routes(routes!(health::livez))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -241,6 +245,7 @@ mod tests {
             "GET /v1/dlq",
             "POST /v1/dlq/{seq}/replay",
             "POST /v1/events",
+            "POST /v1/webhooks/github",
             "GET /livez",
             "GET /readyz",
             "GET /metrics",

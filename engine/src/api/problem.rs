@@ -26,6 +26,8 @@ pub enum ProblemKind {
     Validation,
     /// A query or path parameter or a header is invalid.
     BadRequest,
+    /// A webhook whose signature is missing or does not verify.
+    Unauthorized,
     /// The CloudEvent cannot be accepted (missing attribute, wrong specversion, bad type).
     InvalidEvent,
     UnsupportedMediaType,
@@ -54,6 +56,7 @@ impl ProblemKind {
             Self::InvalidBody => "invalid-body",
             Self::Validation => "validation",
             Self::BadRequest => "bad-request",
+            Self::Unauthorized => "unauthorized",
             Self::InvalidEvent => "invalid-event",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
@@ -72,6 +75,7 @@ impl ProblemKind {
     pub fn status(self) -> StatusCode {
         match self {
             Self::MalformedJson | Self::BadRequest | Self::InvalidEvent => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::InvalidBody | Self::Validation => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +94,7 @@ impl ProblemKind {
             Self::InvalidBody => "Request body has the wrong shape",
             Self::Validation => "Validation failed",
             Self::BadRequest => "Bad request",
+            Self::Unauthorized => "Unauthorized",
             Self::InvalidEvent => "Invalid CloudEvent",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "Request body too large",
@@ -106,11 +111,12 @@ impl ProblemKind {
     }
 
     /// Every kind, for the documentation test.
-    pub const ALL: [ProblemKind; 16] = [
+    pub const ALL: [ProblemKind; 17] = [
         Self::MalformedJson,
         Self::InvalidBody,
         Self::Validation,
         Self::BadRequest,
+        Self::Unauthorized,
         Self::InvalidEvent,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
