@@ -5,7 +5,6 @@
 //! `MUSTER_NATS__PREFIX`, `MUSTER_RUNTIME__MAX_ATTEMPTS`. Secrets (NATS password, nkey seed) come only
 //! from the environment or files and are masked in `Debug` and in `engine config check`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,31 +33,8 @@ const SECTIONS: &[&str] = &[
     "sync",
 ];
 
-/// A secret string: readable by code, printed as `***`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
-    }
-}
+/// A secret string: readable by code, printed as `***` (shared with the connectors' config).
+pub use connectors::github::Secret;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]

@@ -43,7 +43,7 @@ impl Workflow for Ping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::memory::MemoryJournal;
+    use crate::memory::MemoryJournal;
     use cloudevents::{EventBuilder, EventBuilderV10};
 
     #[tokio::test]
@@ -59,6 +59,6 @@ mod tests {
         let mut ctx = RunContext::new("ping-x", 1, Box::new(journal.clone()));
         let output = Ping.run(&mut ctx, event).await.unwrap();
         assert_eq!(output, json!({"pong": "p-1", "echo": {"n": 7}}));
-        assert_eq!(*journal.starts.lock().unwrap(), ["receive", "echo", "reply"]);
+        assert_eq!(journal.starts(), ["receive", "echo", "reply"]);
     }
 }

@@ -183,47 +183,9 @@ impl RunContext {
 }
 
 #[cfg(test)]
-pub(crate) mod memory {
-    //! An in-memory [`StepJournal`] for unit tests of workflow logic.
-    use super::*;
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    pub struct MemoryJournal {
-        pub steps: Arc<Mutex<BTreeMap<u32, StoredStep>>>,
-        pub starts: Arc<Mutex<Vec<String>>>,
-    }
-
-    #[async_trait]
-    impl StepJournal for MemoryJournal {
-        async fn finished(&self, index: u32) -> Result<Option<StoredStep>, RunError> {
-            Ok(self.steps.lock().unwrap().get(&index).cloned())
-        }
-        async fn start(&self, _index: u32, name: &str) -> Result<(), RunError> {
-            self.starts.lock().unwrap().push(name.to_owned());
-            Ok(())
-        }
-        async fn complete(
-            &self,
-            index: u32,
-            name: &str,
-            output: &serde_json::Value,
-        ) -> Result<(), RunError> {
-            let step = StoredStep { name: name.to_owned(), output: output.clone() };
-            self.steps.lock().unwrap().insert(index, step);
-            Ok(())
-        }
-        async fn fail(&self, _: u32, _: &str, _: &RunError) -> Result<(), RunError> {
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::memory::MemoryJournal;
     use super::*;
+    use crate::memory::MemoryJournal;
 
     #[tokio::test]
     async fn finished_steps_are_replayed_not_rerun() {
@@ -239,7 +201,7 @@ mod tests {
         let a: u32 = ctx.step("a", || async { Ok::<_, RunError>(99) }).await.unwrap();
         let b: u32 = ctx.step("b", || async { Ok::<_, RunError>(2) }).await.unwrap();
         assert_eq!((a, b), (1, 2), "step a returns its journaled output");
-        assert_eq!(*journal.starts.lock().unwrap(), ["a", "b", "b"]);
+        assert_eq!(journal.starts(), ["a", "b", "b"]);
     }
 
     #[tokio::test]
