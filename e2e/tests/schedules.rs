@@ -137,3 +137,82 @@ async fn invalid_schedules_are_refused_at_start_by_name() -> anyhow::Result<()> 
     assert!(err.contains("schedule \"nightly\": unknown time zone \"Europe/Atlantis\""), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_crash_mid_fan_out_resumes_and_every_team_gets_one_sync_for_the_tick()
+-> anyhow::Result<()> {
+    use engine::journal::RunRecord;
+    const TEAMS: usize = 150; // two batches of at most 100
+    let mut world = World::start().await?;
+    world.use_config("schedules = []\n")?;
+    let mut engine = world.start_engine().await?;
+    let http = reqwest::Client::new();
+    for i in 0..TEAMS {
+        let team = serde_json::json!({"slug": format!("team-{i:03}"), "name": format!("Team {i}"), "maintainers": ["carol"]});
+        let response = http.post(format!("{}/v1/teams", engine.api)).json(&team).send().await?;
+        anyhow::ensure!(response.status().is_success(), "{}", response.text().await?);
+    }
+    engine.stop().await?;
+
+    // The resync schedule, and a crash right after the fan-out's first batch is journaled.
+    world.use_config(EVERY_SECOND_RESYNC)?;
+    world.set("MUSTER_FAULT", "after-step:resync:batch-0");
+    let mut engine = world.start_engine().await?;
+    let status = engine.wait_exit(WAIT).await?;
+    assert!(!status.success(), "the fault point aborted the engine");
+    world.set("MUSTER_FAULT", "");
+    let mut engine = world.start_engine().await?;
+
+    // The crashed tick: the first one whose syncs reached the stream.
+    let syncs_of = |events: &[(workflows::Event, DateTime<Utc>)]| -> BTreeMap<String, Vec<String>> {
+        let mut by_tick: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (event, _) in events {
+            let data = data_json(event).unwrap_or_default();
+            if let (Some(tick), Some(slug)) =
+                (data["tick"].as_str(), workflows::AttributesReader::subject(event))
+            {
+                by_tick.entry(tick.to_owned()).or_default().push(slug.to_owned());
+            }
+        }
+        by_tick
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (tick, slugs) = loop {
+        let events = world.events_on("muster.events.muster.team.sync.*").await?;
+        let by_tick = syncs_of(&events);
+        if let Some((tick, slugs)) = by_tick.into_iter().next().filter(|(_, s)| s.len() >= TEAMS) {
+            break (tick, slugs);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the crashed tick's fan-out did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut unique = slugs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((slugs.len(), unique.len()), (TEAMS, TEAMS), "one sync per team for tick {tick}");
+
+    // The run resumed: batch-0 ran once (before the crash), the rest after the restart.
+    let runs: Vec<RunRecord> = world.runs("resync").await?;
+    let crashed = runs
+        .iter()
+        .filter(|r| {
+            r.trigger.event["data"]["tick"].as_str().is_some_and(|t| t.starts_with(&tick[..19]))
+        })
+        .find(|r| r.status == engine::journal::RunStatus::Succeeded)
+        .expect("the crashed tick's resync run succeeded");
+    let detail = world.run_detail(&crashed.id).await?;
+    let steps: Vec<(&str, u32)> =
+        detail.steps.iter().map(|s| (s.name.as_str(), s.attempts)).collect();
+    assert_eq!(steps, [("batch-0", 1), ("batch-1", 1)], "{steps:?}");
+    assert_eq!(detail.run.attempts, 2);
+    engine.stop().await
+}
+
+const EVERY_SECOND_RESYNC: &str = r#"
+[[schedules]]
+name = "resync"
+cron = "* * * * * *"
+"#;

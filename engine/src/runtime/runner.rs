@@ -291,7 +291,12 @@ impl Runner {
             },
         };
 
-        let steps = JournalSteps::new(self.journal.clone(), run_id.clone(), journaled);
+        let steps = JournalSteps::new(
+            self.journal.clone(),
+            run_id.clone(),
+            self.workflow.name(),
+            journaled,
+        );
         let mut ctx = RunContext::new(run_id, run.attempts, Box::new(steps));
         let result = AssertUnwindSafe(self.workflow.run(&mut ctx, event))
             .catch_unwind()

@@ -16,6 +16,7 @@ use crate::journal::{Durability, ErrorRecord, Journal, JournalError, StepRecord,
 pub(crate) struct JournalSteps {
     journal: Arc<dyn Journal>,
     run_id: String,
+    workflow: &'static str,
     /// The run's steps as journaled, updated as this attempt goes.
     steps: Mutex<HashMap<u32, StepRecord>>,
 }
@@ -25,10 +26,11 @@ impl JournalSteps {
     pub(crate) fn new(
         journal: Arc<dyn Journal>,
         run_id: String,
+        workflow: &'static str,
         journaled: Vec<StepRecord>,
     ) -> Self {
         let steps = journaled.into_iter().map(|step| (step.index, step)).collect();
-        Self { journal, run_id, steps: Mutex::new(steps) }
+        Self { journal, run_id, workflow, steps: Mutex::new(steps) }
     }
 
     fn steps(&self) -> std::sync::MutexGuard<'_, HashMap<u32, StepRecord>> {
@@ -90,7 +92,9 @@ impl StepJournal for JournalSteps {
         let mut step = self.end(index, name, StepStatus::Succeeded);
         step.output = Some(output.clone());
         self.steps().insert(index, step.clone());
-        self.journal.put_step(&step, Durability::Flush).await.map_err(journal_error)
+        self.journal.put_step(&step, Durability::Flush).await.map_err(journal_error)?;
+        crate::fault::after_step(self.workflow, name);
+        Ok(())
     }
 
     async fn fail(&self, index: u32, name: &str, error: &RunError) -> Result<(), RunError> {
