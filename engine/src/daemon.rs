@@ -118,6 +118,11 @@ impl Daemon {
         Ok(Self { engine, store, listener, metrics: Metrics::new(), started: Instant::now() })
     }
 
+    /// The names of the workflows the daemon runs (the platform ones included).
+    pub fn workflow_names(&self) -> Vec<&'static str> {
+        self.engine.workflow_names()
+    }
+
     /// The address the HTTP API listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| self.engine.config().http.listen)

@@ -50,12 +50,12 @@ pub async fn dev(
     config.nats.url = Some(server.url());
     std::fs::write(config.dev_url_file(), server.url())?;
     super::remove_on_hard_exit(config.dev_url_file());
-    let names: Vec<&str> = workflows.iter().map(|w| w.name()).collect();
+
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "engine".into());
     let journal = data_dir.join("journal");
-    let daemon = match Daemon::start(config.clone(), workflows.clone()).await {
+    let daemon = match Daemon::start(config.clone(), workflows).await {
         Ok(daemon) => daemon,
         Err(e) => {
             server.stop().await?;
@@ -63,6 +63,7 @@ pub async fn dev(
             return Err(e.into());
         }
     };
+    let names = daemon.workflow_names();
     println!(
         "Muster dev is running.\n\
          \x20 NATS       {url} (nats-server {version}, {bin_path})\n\

@@ -189,6 +189,11 @@ impl Engine {
         })
     }
 
+    /// The names of the workflows this engine runs.
+    pub fn workflow_names(&self) -> Vec<&'static str> {
+        self.workflows.iter().map(|w| w.name()).collect()
+    }
+
     /// Notifications of runs reaching a final state.
     pub fn subscribe_finished(&self) -> broadcast::Receiver<RunFinished> {
         self.finished.subscribe()
