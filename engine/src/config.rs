@@ -31,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "outbox",
     "github",
     "sync",
+    "agent",
 ];
 
 /// A secret string: readable by code, printed as `***` (shared with the connectors' config).
@@ -60,21 +61,74 @@ pub struct Config {
     /// The GitHub organization Muster manages; without credentials, plan-only mode.
     pub github: connectors::github::GitHubConfig,
     pub sync: SyncConfig,
+    /// `engine agent`: the cluster agent of one environment in one cluster.
+    pub agent: AgentConfig,
+}
+
+/// `[agent]`: what one `engine agent` reconciles and how.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The environment whose namespace records this agent applies (`--environment`).
+    pub environment: Option<String>,
+    /// This cluster's name as the environment lists it (`--cluster`).
+    pub cluster: Option<String>,
+    /// Base URL of the engine's HTTP API, read for the full reconcile (`--api`).
+    pub api_url: Option<String>,
+    /// Period of the full reconcile (besides the one at start).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Address of the agent's own `/livez`, `/readyz` and `/metrics`.
+    pub listen: SocketAddr,
+    /// Put in front of every group in RoleBinding subjects (e.g. `oidc:` on clusters whose API
+    /// server prefixes OIDC groups).
+    pub group_prefix: String,
+    /// Take fields another field manager owns instead of reporting a conflict.
+    pub force_conflicts: bool,
+    /// Namespaces reconciled at once.
+    pub concurrency: usize,
+    /// `/readyz` fails when the last full reconcile finished longer ago than this.
+    #[serde(with = "humantime_serde")]
+    pub max_reconcile_age: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            environment: None,
+            cluster: None,
+            api_url: None,
+            interval: Duration::from_secs(300),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            group_prefix: String::new(),
+            force_conflicts: false,
+            concurrency: 16,
+            max_reconcile_age: Duration::from_secs(900),
+        }
+    }
 }
 
 /// How `sync_team` shapes namespace records.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SyncConfig {
-    /// A team's group in the clusters is `<group-prefix><team slug>`.
+    /// A team's members group in the clusters is `<group-prefix><team slug>`, its
+    /// maintainers group `<group-prefix><team slug>-maintainers`.
     pub group_prefix: String,
-    /// The ClusterRole a team's group gets in each of its namespaces.
-    pub namespace_role: String,
+    /// The ClusterRole the members group gets in each of the team's namespaces.
+    #[serde(alias = "namespace-role")]
+    pub member_role: String,
+    /// The ClusterRole the maintainers group gets.
+    pub maintainer_role: String,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { group_prefix: String::new(), namespace_role: "edit".into() }
+        Self {
+            group_prefix: String::new(),
+            member_role: "edit".into(),
+            maintainer_role: "admin".into(),
+        }
     }
 }
 
@@ -93,6 +147,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             github: connectors::github::GitHubConfig::default(),
             sync: SyncConfig::default(),
+            agent: AgentConfig::default(),
             schedules: vec![ScheduleConfig::default()],
         }
     }

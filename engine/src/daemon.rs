@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use workflows::Workflow;
 
 use connectors::github::OctocrabGitHub;
+use workflows::cluster::RecordClusterReport;
 use workflows::github::GitHub;
 use workflows::publisher::Publisher;
 use workflows::resync::{Resync, SyncEnvironment};
@@ -26,7 +27,7 @@ use crate::runtime::{Engine, EngineError};
 use crate::store::{self, Store, StoreError};
 
 /// The platform workflows over the real adapters: `sync_team` (records, GitHub, JetStream),
-/// `resync` and `sync_environment` (records, JetStream).
+/// `resync`, `sync_environment` and `record_cluster_report` (records, JetStream).
 ///
 /// # Errors
 /// The GitHub configuration cannot build a client.
@@ -47,7 +48,8 @@ pub fn domain_workflows(
         max_removals_absolute: config.github.max_removals_absolute,
         min_maintainers: config.github.min_maintainers,
         group_prefix: config.sync.group_prefix.clone(),
-        namespace_role: config.sync.namespace_role.clone(),
+        member_role: config.sync.member_role.clone(),
+        maintainer_role: config.sync.maintainer_role.clone(),
         ..SyncTeamSettings::default()
     };
     let records = store.records();
@@ -55,7 +57,8 @@ pub fn domain_workflows(
     Ok(vec![
         Arc::new(SyncTeam::new(records.clone(), Arc::new(github), publisher.clone(), settings)),
         Arc::new(Resync::new(records.clone(), publisher.clone())),
-        Arc::new(SyncEnvironment::new(records, publisher)),
+        Arc::new(SyncEnvironment::new(records.clone(), publisher.clone())),
+        Arc::new(RecordClusterReport::new(records, publisher)),
     ])
 }
 

@@ -13,9 +13,12 @@
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document, health and metrics;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`daemon`]: runtime, store, relay and API in one process (`engine run`, `engine dev`);
+//! - [`agent`]: `engine agent`, the cluster agent: full reconciles from the API, a JetStream
+//!   consumer for fast reaction, reports, its own health and metrics;
 //! - [`fault`]: fault points for crash tests (a test hook);
 //! - [`cli`]: one module per subcommand.
 
+pub mod agent;
 pub mod api;
 pub mod bus;
 pub mod cli;

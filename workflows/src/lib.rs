@@ -15,11 +15,15 @@
 //!   records made to match the records store, and its teardown;
 //! - [`resync`]: the `resync` and `sync_environment` workflows, which fan out `muster.team.sync`
 //!   for every team in journaled batches;
+//! - [`cluster`]: what a namespace record becomes in a cluster: the objects Muster owns, the
+//!   pure planner the agent runs, the [`cluster::Cluster`] port, agents' reports and the
+//!   `record_cluster_report` workflow;
 //! - [`memory`]: in-memory ports and step journal for tests of workflow logic.
 //!
 //! The runtime that drives workflows (consumers, journal, retries, DLQ) lives in the `engine`
 //! crate; adapters behind the ports live in `connectors`.
 
+pub mod cluster;
 pub mod event;
 pub mod github;
 pub mod memory;

@@ -360,9 +360,7 @@ impl Records for MemoryRecords {
         status: ClusterStatus,
     ) -> RecordsResult<NamespaceRecord> {
         RecordsError::validated(RecordKind::Namespace, status.validate(cluster))?;
-        self.namespace_change(team, environment, |r| {
-            Some(r.with_cluster_status(cluster, status, Utc::now()))
-        })
+        self.namespace_change(team, environment, |r| Some(r.with_cluster_status(cluster, status)))
     }
 
     async fn delete_namespace(&self, team: &str, environment: &str) -> RecordsResult<bool> {

@@ -596,7 +596,7 @@ impl Records for PgRecords {
     ) -> RecordsResult<NamespaceRecord> {
         RecordsError::validated(RecordKind::Namespace, status.validate(cluster))?;
         self.change_namespace(team, environment, |current| {
-            Some(current.with_cluster_status(cluster, status.clone(), Utc::now()))
+            Some(current.with_cluster_status(cluster, status.clone()))
         })
         .await
     }

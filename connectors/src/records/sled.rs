@@ -585,7 +585,7 @@ impl Records for SledRecords {
             (team.to_owned(), environment.to_owned(), cluster.to_owned());
         self.blocking(move |s| {
             s.update_namespace(&team, &environment, |current| {
-                Some(current.with_cluster_status(&cluster, status.clone(), Utc::now()))
+                Some(current.with_cluster_status(&cluster, status.clone()))
             })
         })
         .await

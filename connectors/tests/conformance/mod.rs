@@ -64,6 +64,11 @@ pub fn namespace(team: &str, environment: &str) -> NamespaceSpec {
         quota: BTreeMap::from([("requests.cpu".to_owned(), "2".to_owned())]),
         limits: BTreeMap::from([("memory".to_owned(), "512Mi".to_owned())]),
         role_bindings: vec![RoleBinding { group: team.to_owned(), role: "edit".into() }],
+        quota_profile: None,
+        labels: BTreeMap::from([("cost-center".to_owned(), "42".to_owned())]),
+        target_clusters: vec![format!("{environment}-1")],
+        allow_deletion: environment != "prod",
+        network_policy: true,
     }
 }
 
@@ -394,16 +399,21 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
         outcome: ClusterOutcome::Retained,
         message: Some("environment does not allow deletion".into()),
         observed_version: Some(2),
+        object_version: Some("4711".into()),
         reported_at: Utc::now(),
     };
     let reported =
         store.set_cluster_status("alpha", "prod", "prod-eu-1", report.clone()).await.unwrap();
-    assert_eq!(reported.resource_version, 3);
+    // A report is status: the version and `updated_at` stay.
+    assert_eq!(reported.resource_version, 2);
+    let before = store.get_namespace("alpha", "prod").await.unwrap();
+    assert_eq!(reported.updated_at, before.updated_at);
     assert_eq!(reported.clusters["prod-eu-1"], report);
     let applied = ClusterStatus {
         outcome: ClusterOutcome::Applied,
         message: None,
-        observed_version: Some(3),
+        observed_version: Some(2),
+        object_version: None,
         reported_at: Utc::now(),
     };
     let two = store.set_cluster_status("alpha", "prod", "prod-us-1", applied).await.unwrap();
@@ -412,7 +422,7 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
     // Upserting again revives the record and keeps the cluster reports.
     let revived = store.upsert_namespace(namespace("alpha", "prod")).await.unwrap();
     assert_eq!(revived.state, NamespaceState::Active);
-    assert_eq!(revived.resource_version, 5);
+    assert_eq!(revived.resource_version, 3);
     assert_eq!(revived.clusters, two.clusters);
     assert_eq!(revived.created_at, store.get_namespace("alpha", "prod").await.unwrap().created_at);
 
@@ -540,6 +550,7 @@ pub async fn invalid_records_write_nothing(store: Store) {
         outcome: ClusterOutcome::Failed,
         message: None,
         observed_version: None,
+        object_version: None,
         reported_at: Utc::now(),
     };
     let status = store.set_cluster_status("payments", "dev", "Not A Cluster", bad_status).await;

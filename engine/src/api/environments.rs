@@ -3,10 +3,12 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
-use workflows::records::{Environment, EnvironmentSpec, NamespaceFilter, NamespaceState};
+use workflows::records::{
+    Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord, NamespaceState,
+};
 
 use super::extract::{IfMatch, JsonBody, etag, if_none_match};
 use super::problem::{Problem, ProblemKind, empty};
@@ -138,6 +140,27 @@ pub async fn delete(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// A namespace record as the API serves it: the record and the clusters expected to report on
+/// it that never did, so "no report yet" is visible without comparing two lists.
+#[derive(Serialize)]
+pub struct NamespaceView<'a> {
+    #[serde(flatten)]
+    pub record: &'a NamespaceRecord,
+    pub never_reported: Vec<String>,
+}
+
+impl<'a> NamespaceView<'a> {
+    pub fn new(record: &'a NamespaceRecord) -> Self {
+        NamespaceView { record, never_reported: record.never_reported() }
+    }
+}
+
+/// `{"items": [...]}` of namespace views.
+pub(crate) fn namespace_list(items: &[NamespaceRecord]) -> serde_json::Value {
+    let views: Vec<NamespaceView<'_>> = items.iter().map(NamespaceView::new).collect();
+    serde_json::json!({ "items": views })
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NamespaceQuery {
@@ -169,8 +192,7 @@ pub async fn namespaces(
     let filter =
         NamespaceFilter { environment: query.environment, team: query.team, state: query.state };
     let items = state.records.list_namespaces(&filter).await?;
-    let body = serde_json::to_vec(&serde_json::json!({ "items": items }))
-        .map_err(|e| Problem::internal(&e))?;
+    let body = serde_json::to_vec(&namespace_list(&items)).map_err(|e| Problem::internal(&e))?;
     let tag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
     if if_none_match(&headers, &tag) {
         let mut response = empty(StatusCode::NOT_MODIFIED);

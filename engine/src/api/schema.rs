@@ -123,6 +123,23 @@ pub struct EnvironmentSpecDoc {
     default_limits: BTreeMap<String, String>,
     #[serde(default)]
     allow_namespace_deletion: bool,
+    /// Named overrides of the defaults that a team picks with `quota_profile`.
+    #[serde(default)]
+    quota_profiles: BTreeMap<String, QuotaProfileDoc>,
+    /// Every team namespace gets a NetworkPolicy admitting only same-namespace ingress.
+    #[serde(default)]
+    network_policy: bool,
+}
+
+/// A quota profile: entries overriding the environment's defaults key by key.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = QuotaProfile)]
+pub struct QuotaProfileDoc {
+    #[serde(default)]
+    quota: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -133,6 +150,8 @@ pub struct EnvironmentDoc {
     default_quota: BTreeMap<String, String>,
     default_limits: BTreeMap<String, String>,
     allow_namespace_deletion: bool,
+    quota_profiles: BTreeMap<String, QuotaProfileDoc>,
+    network_policy: bool,
     resource_version: u64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -168,6 +187,8 @@ pub enum ClusterOutcomeDoc {
     Applied,
     Deleted,
     Retained,
+    Orphaned,
+    Conflict,
     Failed,
 }
 
@@ -177,8 +198,12 @@ pub struct ClusterStatusDoc {
     outcome: ClusterOutcomeDoc,
     #[serde(default)]
     message: Option<String>,
+    /// The record's resource version the agent acted on.
     #[serde(default)]
     observed_version: Option<u64>,
+    /// The namespace's Kubernetes `resourceVersion` after the agent acted.
+    #[serde(default)]
+    object_version: Option<String>,
     reported_at: DateTime<Utc>,
 }
 
@@ -191,10 +216,24 @@ pub struct NamespaceDoc {
     quota: BTreeMap<String, String>,
     limits: BTreeMap<String, String>,
     role_bindings: Vec<RoleBindingDoc>,
+    /// The team's quota profile, when it picked one.
+    #[serde(default)]
+    quota_profile: Option<String>,
+    /// The team's labels, carried onto the namespace.
+    labels: BTreeMap<String, String>,
+    /// The clusters expected to report on this namespace.
+    target_clusters: Vec<String>,
+    /// Whether the agents may delete the namespace once the record is `deleting`.
+    allow_deletion: bool,
+    /// Whether the namespace gets Muster's default NetworkPolicy.
+    network_policy: bool,
     /// `<team>-<environment>`.
     name: String,
     state: NamespaceStateDoc,
+    /// Cluster name → its agent's last report.
     clusters: BTreeMap<String, ClusterStatusDoc>,
+    /// Clusters in `target_clusters` that have not reported yet.
+    never_reported: Vec<String>,
     resource_version: u64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -398,14 +437,23 @@ mod tests {
                 quota: Quantities::new(),
                 limits: Quantities::new(),
                 role_bindings: Vec::new(),
+                quota_profile: Some("large".into()),
+                labels: BTreeMap::new(),
+                target_clusters: vec!["dev-1".into()],
+                allow_deletion: false,
+                network_policy: false,
             },
             now,
         );
-        assert_eq!(properties::<NamespaceDoc>(), keys(&ns));
+        assert_eq!(
+            properties::<NamespaceDoc>(),
+            keys(&crate::api::environments::NamespaceView::new(&ns))
+        );
         let status = ClusterStatus {
             outcome: ClusterOutcome::Applied,
             message: Some("m".into()),
             observed_version: Some(1),
+            object_version: Some("7".into()),
             reported_at: now,
         };
         assert_eq!(properties::<ClusterStatusDoc>(), keys(&status));

@@ -271,7 +271,7 @@ pub async fn namespaces(
     state.records.get_team(&slug).await?;
     let filter = NamespaceFilter { team: Some(slug), ..NamespaceFilter::default() };
     let items = state.records.list_namespaces(&filter).await?;
-    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+    Ok(json_with(StatusCode::OK, &[], &super::environments::namespace_list(&items)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

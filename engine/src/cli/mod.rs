@@ -3,6 +3,7 @@
 //! [`main`] is the whole program; binaries that add workflows (tests, custom builds) call it with
 //! their own list.
 
+mod agent;
 mod bench;
 pub mod client;
 mod dev;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Run the engine: connect to NATS, create or update streams and consumers, run workflows,
     /// serve the HTTP API, until SIGTERM/SIGINT (a second signal exits at once).
     Run(run::RunArgs),
+    /// Run the cluster agent: apply one environment's namespace records to the Kubernetes
+    /// cluster of the current kubeconfig (or the in-cluster service account), and report.
+    Agent(agent::AgentArgs),
     /// Run the engine on embedded defaults: a supervised local nats-server with JetStream and
     /// the journal, both in the data dir.
     Dev(dev::DevArgs),
@@ -130,7 +134,10 @@ pub fn main(extra: Vec<Arc<dyn Workflow>>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let daemon = matches!(cli.command, Command::Run(_) | Command::Dev(_) | Command::Bench(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Run(_) | Command::Dev(_) | Command::Bench(_) | Command::Agent(_)
+    );
     init_tracing(config.log_format, if daemon { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -157,6 +164,7 @@ async fn dispatch(
     workflows.extend(extra);
     match command {
         Command::Run(args) => run::run(config, workflows, args, shutdown_on_signals()).await,
+        Command::Agent(args) => agent::agent(config, args, shutdown_on_signals()).await,
         Command::Teams(command) => teams::teams(command).await,
         Command::Events(command) => events::events(config, command).await,
         Command::Envs(command) => envs::envs(command).await,

@@ -31,6 +31,26 @@ pub struct EnvironmentSpec {
     /// so it is opted into per environment, never inferred from a name.
     #[serde(default)]
     pub allow_namespace_deletion: bool,
+    /// Named alternatives to the defaults that a team picks with its `quota_profile`: each
+    /// key of the profile's `quota` and `limits` overrides the default of the same key.
+    #[serde(default)]
+    pub quota_profiles: BTreeMap<String, QuotaProfile>,
+    /// Whether every team namespace here gets Muster's default NetworkPolicy, which admits
+    /// ingress only from pods of the same namespace.
+    #[serde(default)]
+    pub network_policy: bool,
+}
+
+/// A named quota profile of an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaProfile {
+    /// ResourceQuota `hard` entries overriding the environment's `default_quota`.
+    #[serde(default)]
+    pub quota: Quantities,
+    /// LimitRange default container limits overriding the environment's `default_limits`.
+    #[serde(default)]
+    pub limits: Quantities,
 }
 
 impl EnvironmentSpec {
@@ -42,6 +62,27 @@ impl EnvironmentSpec {
             default_quota: Quantities::new(),
             default_limits: Quantities::new(),
             allow_namespace_deletion: false,
+            quota_profiles: BTreeMap::new(),
+            network_policy: false,
+        }
+    }
+
+    /// The ResourceQuota `hard` and LimitRange defaults for a team that picks `profile`: the
+    /// defaults with the profile's entries on top. The second value is `false` when the
+    /// profile is named but not defined here (the defaults apply alone).
+    pub fn quotas_for(&self, profile: Option<&str>) -> (Quantities, Quantities, bool) {
+        let mut quota = self.default_quota.clone();
+        let mut limits = self.default_limits.clone();
+        let Some(name) = profile else {
+            return (quota, limits, true);
+        };
+        match self.quota_profiles.get(name) {
+            Some(p) => {
+                quota.extend(p.quota.clone());
+                limits.extend(p.limits.clone());
+                (quota, limits, true)
+            }
+            None => (quota, limits, false),
         }
     }
 
@@ -71,6 +112,15 @@ impl EnvironmentSpec {
         }
         p.quantities("default_quota", &self.default_quota);
         p.quantities("default_limits", &self.default_limits);
+        if self.quota_profiles.len() > MAX_MAP_ENTRIES {
+            p.push("quota_profiles", format!("at most {MAX_MAP_ENTRIES} profiles allowed"));
+        }
+        for (name, profile) in &self.quota_profiles {
+            let path = format!("quota_profiles[{name:?}]");
+            p.dns_label(&path, name);
+            p.quantities(&format!("{path}.quota"), &profile.quota);
+            p.quantities(&format!("{path}.limits"), &profile.limits);
+        }
         p.finish()
     }
 }
@@ -140,6 +190,45 @@ mod tests {
             ]
         );
         assert!(err.to_string().contains("\"lots\" is not a Kubernetes quantity"));
+    }
+
+    #[test]
+    fn a_profile_overrides_the_defaults_key_by_key() {
+        let mut spec = EnvironmentSpec::named("dev");
+        spec.default_quota.insert("requests.cpu".into(), "4".into());
+        spec.default_quota.insert("limits.memory".into(), "8Gi".into());
+        spec.default_limits.insert("cpu".into(), "500m".into());
+        let large = QuotaProfile {
+            quota: Quantities::from([("requests.cpu".into(), "16".into())]),
+            limits: Quantities::new(),
+        };
+        spec.quota_profiles.insert("large".into(), large);
+        spec.validate().unwrap();
+        let (quota, limits, known) = spec.quotas_for(Some("large"));
+        assert!(known);
+        assert_eq!(quota["requests.cpu"], "16");
+        assert_eq!(quota["limits.memory"], "8Gi");
+        assert_eq!(limits, spec.default_limits);
+        let (quota, _, known) = spec.quotas_for(Some("huge"));
+        assert!(!known);
+        assert_eq!(quota, spec.default_quota);
+        assert_eq!(spec.quotas_for(None).0, spec.default_quota);
+    }
+
+    #[test]
+    fn profiles_are_validated() {
+        let mut spec = EnvironmentSpec::named("dev");
+        let bad = QuotaProfile {
+            quota: Quantities::from([("requests.cpu".into(), "lots".into())]),
+            limits: Quantities::new(),
+        };
+        spec.quota_profiles.insert("Big".into(), bad);
+        let err = spec.validate().unwrap_err();
+        let paths: Vec<_> = err.errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["quota_profiles[\"Big\"]", "quota_profiles[\"Big\"].quota[\"requests.cpu\"]"]
+        );
     }
 
     #[test]

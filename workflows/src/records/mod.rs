@@ -33,6 +33,9 @@
 //! - **Team status apart from spec.** [`TeamStatus`] (the linked GitHub team, the last sync) is
 //!   written by [`Records::set_team_status`] without a version bump or an outbox event, so a
 //!   sync recording what it did does not announce a team change and trigger itself.
+//! - **Cluster reports are status.** [`Records::set_cluster_status`] stores an agent's report
+//!   without bumping the record's version: `observed_version` then says whether an agent acted
+//!   on the current spec, and a report never makes the agents see a "new" record.
 //! - **Parents are checked for form, not existence**, so teams can be created in any order.
 
 mod environment;
@@ -43,7 +46,7 @@ mod port;
 mod team;
 pub mod validation;
 
-pub use environment::{Environment, EnvironmentSpec, Quantities};
+pub use environment::{Environment, EnvironmentSpec, Quantities, QuotaProfile};
 pub use error::{BoxError, RecordKind, RecordsError, RecordsResult};
 pub use namespace::{
     ClusterOutcome, ClusterStatus, NamespaceFilter, NamespaceRecord, NamespaceSpec, NamespaceState,

@@ -33,6 +33,23 @@ pub struct NamespaceSpec {
     pub limits: Quantities,
     #[serde(default)]
     pub role_bindings: Vec<RoleBinding>,
+    /// The team's quota profile the quota and limits were taken from (`None`: the
+    /// environment's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_profile: Option<String>,
+    /// The team's labels, carried onto the namespace (Muster's own labels win on a clash).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The environment's clusters when the record was last synced: the agents expected to
+    /// report on it.
+    #[serde(default)]
+    pub target_clusters: Vec<String>,
+    /// The environment's `allow_namespace_deletion` when the record was last synced.
+    #[serde(default)]
+    pub allow_deletion: bool,
+    /// The environment's `network_policy`: the namespace gets Muster's default NetworkPolicy.
+    #[serde(default)]
+    pub network_policy: bool,
 }
 
 impl NamespaceSpec {
@@ -53,6 +70,16 @@ impl NamespaceSpec {
         p.dns_label("name", &self.namespace_name());
         p.quantities("quota", &self.quota);
         p.quantities("limits", &self.limits);
+        p.labels("labels", &self.labels);
+        if let Some(profile) = &self.quota_profile {
+            p.dns_label("quota_profile", profile);
+        }
+        if self.target_clusters.len() > MAX_MAP_ENTRIES {
+            p.push("target_clusters", format!("at most {MAX_MAP_ENTRIES} clusters allowed"));
+        }
+        for (i, cluster) in self.target_clusters.iter().enumerate() {
+            p.dns_label(&format!("target_clusters[{i}]"), cluster);
+        }
         if self.role_bindings.len() > MAX_MAP_ENTRIES {
             p.push("role_bindings", format!("at most {MAX_MAP_ENTRIES} role bindings allowed"));
         }
@@ -99,14 +126,46 @@ impl fmt::Display for NamespaceState {
 }
 
 /// What an agent did with the namespace in its cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterOutcome {
+    /// The namespace and its objects match the record.
     Applied,
+    /// The record is `deleting` and the namespace is gone (or going: Terminating).
     Deleted,
     /// Marked `deleting` but kept (deletion not allowed, or the namespace is not Muster's).
     Retained,
+    /// A namespace with Muster's label and no record: reported, never deleted.
+    Orphaned,
+    /// A namespace of that name that Muster does not manage, or a field another manager owns:
+    /// reported, never adopted or forced.
+    Conflict,
+    /// The agent could not act; the message says why. Retried on the next reconcile.
     Failed,
+}
+
+impl ClusterOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterOutcome::Applied => "applied",
+            ClusterOutcome::Deleted => "deleted",
+            ClusterOutcome::Retained => "retained",
+            ClusterOutcome::Orphaned => "orphaned",
+            ClusterOutcome::Conflict => "conflict",
+            ClusterOutcome::Failed => "failed",
+        }
+    }
+
+    /// Whether a teardown may count this cluster as done with the namespace.
+    pub fn ends_teardown(self) -> bool {
+        matches!(self, ClusterOutcome::Deleted | ClusterOutcome::Retained)
+    }
+}
+
+impl fmt::Display for ClusterOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The last report of one cluster's agent about one namespace.
@@ -119,6 +178,9 @@ pub struct ClusterStatus {
     /// The record's resource version the agent acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_version: Option<u64>,
+    /// The Kubernetes `resourceVersion` of the namespace the agent observed after acting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_version: Option<String>,
     pub reported_at: DateTime<Utc>,
 }
 
@@ -182,16 +244,22 @@ impl NamespaceRecord {
         (self.state != state).then(|| NamespaceRecord { state, ..self.bumped(now) })
     }
 
-    /// The record with `cluster`'s report replaced by `status`.
-    pub fn with_cluster_status(
-        &self,
-        cluster: &str,
-        status: ClusterStatus,
-        now: DateTime<Utc>,
-    ) -> Self {
-        let mut next = self.bumped(now);
+    /// The record with `cluster`'s report replaced by `status`. A report is status, not spec:
+    /// the resource version and `updated_at` stay.
+    pub fn with_cluster_status(&self, cluster: &str, status: ClusterStatus) -> Self {
+        let mut next = self.clone();
         next.clusters.insert(cluster.to_owned(), status);
         next
+    }
+
+    /// The clusters expected to report ([`NamespaceSpec::target_clusters`]) that have not.
+    pub fn never_reported(&self) -> Vec<String> {
+        self.spec
+            .target_clusters
+            .iter()
+            .filter(|c| !self.clusters.contains_key(*c))
+            .cloned()
+            .collect()
     }
 
     fn bumped(&self, now: DateTime<Utc>) -> Self {
@@ -230,6 +298,11 @@ mod tests {
             quota: Quantities::from([("requests.cpu".into(), "2".into())]),
             limits: Quantities::new(),
             role_bindings: vec![RoleBinding { group: team.into(), role: "edit".into() }],
+            quota_profile: None,
+            labels: BTreeMap::new(),
+            target_clusters: vec!["dev-1".into()],
+            allow_deletion: false,
+            network_policy: false,
         }
     }
 

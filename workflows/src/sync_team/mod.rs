@@ -24,9 +24,11 @@
 //!    mass-removal guard fails the run permanently, naming the people; a `muster.team.sync`
 //!    event with `{"allow_mass_removal": true}` overrides it for that run.
 //! 4. `namespaces`: one [`NamespaceRecord`] per environment, `<team>-<env>`, quota and limits
-//!    from the environment's defaults, role bindings for the team's group (see
-//!    [`SyncTeamSettings::group_prefix`]); records of environments that no longer exist are
-//!    set `deleting`.
+//!    from the environment's defaults overridden by the team's `quota_profile` (an environment
+//!    without that profile keeps its defaults and is listed in the output), role bindings for
+//!    the team's members and maintainers groups (see [`SyncTeamSettings::group_prefix`]), the
+//!    team's labels, the environment's clusters, deletion flag and network policy flag;
+//!    records of environments that no longer exist are set `deleting`.
 //! 5. `announce`: `muster.namespace.changed` per namespace record (subject: its environment,
 //!    data: the full record), id `<run id>-<environment>`, so a replayed step publishes the same
 //!    ids and JetStream drops the copies. Every run announces every record, so the resync tick
@@ -42,7 +44,7 @@
 //! 5. `announce`: as above.
 //! 6. `purge`: the team and its records are purged when the teardown is complete: for every
 //!    namespace record, its environment has no clusters, or every cluster of the environment
-//!    reported the namespace `deleted` or `retained` ([`ClusterOutcome`]). For a record whose
+//!    reported the namespace `deleted` or `retained` ([`ClusterOutcome`](crate::records::ClusterOutcome)). For a record whose
 //!    environment was itself deleted, the clusters that reported are all that is known: every
 //!    one of them must have reported `deleted` or `retained`. Otherwise the run finishes with
 //!    the records left `deleting` and lists what it waits for; a later sync (after the agents'
@@ -53,10 +55,11 @@
 //! the run triggered by the deletion, serialised behind it on the same key, tears it down.
 //!
 //! # Known limits
-//! - `quota_profile` is not applied yet: every namespace gets its environment's defaults.
 //! - A namespace record of a deleted environment stays `deleting` (announced on every sync)
-//!   until its team is purged: with the environment gone, no list of clusters says when its
-//!   agents are done.
+//!   until its team is purged; the clusters it waits for are those the environment had when
+//!   the record was last synced ([`NamespaceSpec::target_clusters`]).
+//! - A teardown keeps each record's spec as last synced: changing an environment's
+//!   `allow_namespace_deletion` after a team was deleted does not reach that team's records.
 //!
 //! # Errors
 //! GitHub failures map through `From<GitHubError> for RunError` (rate limits retry with
@@ -79,8 +82,8 @@ use crate::github::{
 };
 use crate::publisher::Publisher;
 use crate::records::{
-    ClusterOutcome, Environment, GitHubLink, MAX_PAGE_SIZE, NamespaceFilter, NamespaceRecord,
-    NamespaceSpec, NamespaceState, Records, RecordsError, RoleBinding, SyncMark, Team,
+    Environment, GitHubLink, MAX_PAGE_SIZE, NamespaceFilter, NamespaceRecord, NamespaceSpec,
+    NamespaceState, Records, RecordsError, RoleBinding, SyncMark, Team,
 };
 use crate::workflow::{RunContext, RunError, Workflow};
 
@@ -106,8 +109,11 @@ pub struct SyncTeamSettings {
     /// IdP's prefix). The Muster slug, not the GitHub slug, is used: it never changes, while
     /// the GitHub slug follows renames.
     pub group_prefix: String,
-    /// The ClusterRole the team's group gets in each of its namespaces.
-    pub namespace_role: String,
+    /// The ClusterRole the team's members group (`<group_prefix><slug>`) gets in each of its
+    /// namespaces.
+    pub member_role: String,
+    /// The ClusterRole the team's maintainers group (`<group_prefix><slug>-maintainers`) gets.
+    pub maintainer_role: String,
 }
 
 impl Default for SyncTeamSettings {
@@ -118,7 +124,8 @@ impl Default for SyncTeamSettings {
             min_maintainers: DEFAULT_MIN_MAINTAINERS,
             privacy: Privacy::Closed,
             group_prefix: String::new(),
-            namespace_role: "edit".to_owned(),
+            member_role: "edit".to_owned(),
+            maintainer_role: "admin".to_owned(),
         }
     }
 }
@@ -228,6 +235,9 @@ struct Namespaces {
     unchanged: Vec<String>,
     /// Records in state `deleting` after the step.
     deleting: Vec<String>,
+    /// Environments that do not define the team's `quota_profile`: their defaults apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unknown_profile: Vec<String>,
     /// The team was deleted while this run synced it: nothing more is upserted or announced,
     /// the run triggered by the deletion tears it down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -449,17 +459,33 @@ impl SyncTeam {
         Ok(Members { plan_only, skipped: None, plan, applied })
     }
 
-    fn namespace_spec(&self, team: &Team, environment: &Environment) -> NamespaceSpec {
-        NamespaceSpec {
+    /// The record of `team` in `environment`: quota and limits from the environment's
+    /// defaults with the team's profile on top, the members and maintainers groups bound to
+    /// their roles, the team's labels, and what the agents need to know of the environment.
+    /// The second value is `false` when the team's profile is not defined there.
+    fn namespace_spec(&self, team: &Team, environment: &Environment) -> (NamespaceSpec, bool) {
+        let profile = team.spec.quota_profile.as_deref();
+        let (quota, limits, known) = environment.spec.quotas_for(profile);
+        let group = format!("{}{}", self.settings.group_prefix, team.slug());
+        let spec = NamespaceSpec {
             team: team.slug().to_owned(),
             environment: environment.name().to_owned(),
-            quota: environment.spec.default_quota.clone(),
-            limits: environment.spec.default_limits.clone(),
-            role_bindings: vec![RoleBinding {
-                group: format!("{}{}", self.settings.group_prefix, team.slug()),
-                role: self.settings.namespace_role.clone(),
-            }],
-        }
+            quota,
+            limits,
+            role_bindings: vec![
+                RoleBinding { group: group.clone(), role: self.settings.member_role.clone() },
+                RoleBinding {
+                    group: format!("{group}-maintainers"),
+                    role: self.settings.maintainer_role.clone(),
+                },
+            ],
+            quota_profile: profile.filter(|_| known).map(str::to_owned),
+            labels: team.spec.labels.clone(),
+            target_clusters: environment.spec.clusters.clone(),
+            allow_deletion: environment.spec.allow_namespace_deletion,
+            network_policy: environment.spec.network_policy,
+        };
+        (spec, known)
     }
 
     async fn upsert_namespaces(
@@ -477,14 +503,17 @@ impl SyncTeam {
             .collect();
         let mut out = Namespaces::default();
         for environment in environments {
-            let record =
-                match self.records.upsert_namespace(self.namespace_spec(team, environment)).await {
-                    Ok(record) => record,
-                    Err(RecordsError::Tombstoned { .. }) => {
-                        return Ok(Namespaces { superseded: true, ..Namespaces::default() });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let (spec, profile_known) = self.namespace_spec(team, environment);
+            if !profile_known {
+                out.unknown_profile.push(environment.name().to_owned());
+            }
+            let record = match self.records.upsert_namespace(spec).await {
+                Ok(record) => record,
+                Err(RecordsError::Tombstoned { .. }) => {
+                    return Ok(Namespaces { superseded: true, ..Namespaces::default() });
+                }
+                Err(e) => return Err(e.into()),
+            };
             match before.get(environment.name()) {
                 None => out.created.push(record.name.clone()),
                 Some(old) if old.resource_version != record.resource_version => {
@@ -645,15 +674,13 @@ impl SyncTeam {
         let mut waiting = BTreeMap::new();
         for record in self.records.list_namespaces(&filter).await? {
             let done = |cluster: &str| {
-                record.clusters.get(cluster).is_some_and(|s| {
-                    matches!(s.outcome, ClusterOutcome::Deleted | ClusterOutcome::Retained)
-                })
+                record.clusters.get(cluster).is_some_and(|s| s.outcome.ends_teardown())
             };
             let clusters: Vec<String> =
                 match self.records.get_environment(&record.spec.environment).await {
                     Ok(environment) => environment.spec.clusters,
-                    // The environment is gone: the clusters that reported are all we know.
-                    Err(RecordsError::NotFound { .. }) => record.clusters.keys().cloned().collect(),
+                    // The environment is gone: the clusters it had at the last sync.
+                    Err(RecordsError::NotFound { .. }) => record.spec.target_clusters.clone(),
                     Err(e) => return Err(e.into()),
                 };
             let pending: Vec<String> = clusters.into_iter().filter(|c| !done(c)).collect();
@@ -708,6 +735,7 @@ fn namespaces_summary(namespaces: &Namespaces) -> serde_json::Value {
         "updated": namespaces.updated,
         "unchanged": namespaces.unchanged,
         "deleting": namespaces.deleting,
+        "unknown_profile": namespaces.unknown_profile,
         "superseded": namespaces.superseded,
     })
 }

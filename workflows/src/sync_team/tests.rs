@@ -8,7 +8,7 @@ use super::*;
 use crate::ErrorKind;
 use crate::github::{GitHubError, Member, RateLimitKind, Role};
 use crate::memory::{MemoryGitHub, MemoryJournal, MemoryPublisher, MemoryRecords};
-use crate::records::{ClusterStatus, EnvironmentSpec, TeamSpec};
+use crate::records::{ClusterOutcome, ClusterStatus, EnvironmentSpec, QuotaProfile, TeamSpec};
 
 const BOT: &str = "muster-bot";
 
@@ -147,8 +147,12 @@ async fn a_new_team_gets_its_github_team_members_and_namespaces_announced() {
     assert_eq!(dev.spec.limits["memory"], "1Gi");
     assert_eq!(
         dev.spec.role_bindings,
-        [RoleBinding { group: "github:payments".into(), role: "edit".into() }]
+        [
+            RoleBinding { group: "github:payments".into(), role: "edit".into() },
+            RoleBinding { group: "github:payments-maintainers".into(), role: "admin".into() },
+        ]
     );
+    assert_eq!(dev.spec.labels, f.records.get_team("payments").await.unwrap().spec.labels);
     assert!(f.namespace("prod").await.spec.quota.is_empty());
 
     assert_eq!(f.announced_ids(), ["sync_team-1-dev", "sync_team-1-prod"]);
@@ -431,7 +435,13 @@ async fn a_removed_environment_leaves_its_namespace_deleting() {
 }
 
 fn report(outcome: ClusterOutcome) -> ClusterStatus {
-    ClusterStatus { outcome, message: None, observed_version: None, reported_at: Utc::now() }
+    ClusterStatus {
+        outcome,
+        message: None,
+        observed_version: None,
+        object_version: None,
+        reported_at: Utc::now(),
+    }
 }
 
 #[tokio::test]
@@ -572,4 +582,48 @@ fn name_triggers_and_key() {
     assert_eq!(workflow.name(), "sync_team");
     assert_eq!(workflow.triggers(), ["muster.team.*"]);
     assert_eq!(workflow.key(&created()), "payments");
+}
+
+#[tokio::test]
+async fn records_carry_the_profile_labels_and_the_environment_flags() {
+    let f = Fixture::live().await;
+    let mut dev = f.records.get_environment("dev").await.unwrap().spec;
+    dev.clusters = vec!["dev-1".into(), "dev-2".into()];
+    dev.allow_namespace_deletion = true;
+    dev.network_policy = true;
+    dev.quota_profiles.insert(
+        "large".into(),
+        QuotaProfile {
+            quota: [("requests.cpu".to_owned(), "16".to_owned())].into(),
+            limits: Default::default(),
+        },
+    );
+    f.records.update_environment(dev, None).await.unwrap();
+    let mut team = spec();
+    team.quota_profile = Some("large".into());
+    team.labels.insert("cost-center".into(), "42".into());
+    f.records.create_team(team).await.unwrap();
+
+    let output = f.run("sync_team-1", created()).await.unwrap();
+    let dev = f.namespace("dev").await;
+    assert_eq!(dev.spec.quota["requests.cpu"], "16", "the profile overrides the default");
+    assert_eq!(dev.spec.limits["memory"], "1Gi", "defaults the profile leaves alone stay");
+    assert_eq!(dev.spec.quota_profile.as_deref(), Some("large"));
+    assert_eq!(dev.spec.labels["cost-center"], "42");
+    assert_eq!(dev.spec.target_clusters, ["dev-1", "dev-2"]);
+    assert!(dev.spec.allow_deletion && dev.spec.network_policy);
+    assert_eq!(dev.never_reported(), ["dev-1", "dev-2"]);
+    let prod = f.namespace("prod").await;
+    assert_eq!(prod.spec.quota_profile, None, "prod has no profile `large`");
+    assert!(!prod.spec.allow_deletion);
+    assert_eq!(output["namespaces"]["unknown_profile"], json!(["prod"]));
+
+    // Switching the team to the defaults updates the record in place.
+    let mut team = f.records.get_team("payments").await.unwrap().spec;
+    team.quota_profile = None;
+    f.records.update_team(team, None).await.unwrap();
+    f.run("sync_team-2", event("muster.team.updated", "u-1", None)).await.unwrap();
+    let after = f.namespace("dev").await;
+    assert_eq!(after.spec.quota["requests.cpu"], "4");
+    assert_eq!(after.resource_version, dev.resource_version + 1);
 }

@@ -1,0 +1,347 @@
+//! Acting on plans: the full reconcile, one record at a time for the fast path, and reports.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Context;
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use workflows::cluster::{
+    Action, Cluster, ClusterError, ClusterReport, NamespacePlan, ObjectKind, plan_all, plan_one,
+};
+use workflows::records::{ClusterOutcome, NamespaceRecord};
+
+use super::AgentOptions;
+use super::health::AgentMetrics;
+use super::source::RecordsSource;
+use crate::bus::{self, Names};
+
+/// First retry delay of a failed full reconcile; doubles up to the interval.
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+
+/// What one full reconcile did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub records: usize,
+    /// Namespaces by outcome.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Mutating requests sent (applies and deletes).
+    pub writes: usize,
+    /// Reports published.
+    pub reports: usize,
+    /// Reports that could not be published (NATS down): sent again next time.
+    pub unreported: usize,
+}
+
+/// The outcome of carrying out one plan.
+struct Done {
+    outcome: ClusterOutcome,
+    message: Option<String>,
+    object_version: Option<String>,
+    writes: usize,
+}
+
+/// The agent's state shared by its loops and its health endpoint.
+pub struct Reconciler {
+    pub options: AgentOptions,
+    pub cluster: Arc<dyn Cluster>,
+    names: Names,
+    source: AsyncMutex<RecordsSource>,
+    /// JetStream once the consumer connected; reports wait for it.
+    js: RwLock<Option<Context>>,
+    /// Record versions acted on per namespace, so an older event is not applied over a newer
+    /// record.
+    versions: Mutex<BTreeMap<String, u64>>,
+    /// Orphans already reported by this process (they have no record to hold the report).
+    orphans_reported: Mutex<HashSet<String>>,
+    last_full: RwLock<Option<(Instant, chrono::DateTime<Utc>)>>,
+    last_error: RwLock<Option<String>>,
+    pub metrics: Arc<AgentMetrics>,
+}
+
+impl Reconciler {
+    pub fn new(options: AgentOptions, cluster: Arc<dyn Cluster>, names: Names) -> Self {
+        let source = RecordsSource::new(&options.api_url, &options.settings.environment);
+        Reconciler {
+            options,
+            cluster,
+            names,
+            source: AsyncMutex::new(source),
+            js: RwLock::new(None),
+            versions: Mutex::new(BTreeMap::new()),
+            orphans_reported: Mutex::new(HashSet::new()),
+            last_full: RwLock::new(None),
+            last_error: RwLock::new(None),
+            metrics: AgentMetrics::new(),
+        }
+    }
+
+    pub fn set_jetstream(&self, js: Option<Context>) {
+        if let Ok(mut slot) = self.js.write() {
+            *slot = js;
+        }
+    }
+
+    pub fn jetstream(&self) -> Option<Context> {
+        self.js.read().ok().and_then(|js| js.clone())
+    }
+
+    /// When the last full reconcile finished (monotonic and wall clock).
+    pub fn last_full(&self) -> Option<(Instant, chrono::DateTime<Utc>)> {
+        self.last_full.read().ok().and_then(|t| *t)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().ok().and_then(|e| e.clone())
+    }
+
+    /// One full reconcile: records from the API, a complete observation, every plan carried
+    /// out with at most `concurrency` namespaces at once, reports for what is news.
+    ///
+    /// # Errors
+    /// The API or the cluster could not be read (nothing was changed then).
+    pub async fn reconcile_all(&self) -> Result<Summary, String> {
+        let started = Instant::now();
+        let (records, _changed) =
+            self.source.lock().await.fetch().await.map_err(|e| e.to_string())?;
+        let observed = self.cluster.observe_all().await.map_err(|e| e.to_string())?;
+        let plans = plan_all(&records, &observed, &self.options.settings);
+        let by_name: BTreeMap<&str, &NamespaceRecord> =
+            records.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut summary = Summary { records: by_name.len(), ..Summary::default() };
+        let results: Vec<(NamespacePlan, Done)> = futures::stream::iter(plans)
+            .map(|plan| async move {
+                let done = self.carry_out(&plan).await;
+                (plan, done)
+            })
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
+        for (plan, done) in results {
+            summary.writes += done.writes;
+            *summary.outcomes.entry(done.outcome.to_string()).or_default() += 1;
+            if let Some(version) = plan.record_version {
+                self.remember(&plan.namespace, version);
+            }
+            match self.report(&plan, &done, by_name.get(plan.namespace.as_str()).copied()).await {
+                Ok(true) => summary.reports += 1,
+                Ok(false) => {}
+                Err(()) => summary.unreported += 1,
+            }
+        }
+        self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        if let Ok(mut last) = self.last_full.write() {
+            *last = Some((Instant::now(), Utc::now()));
+        }
+        self.metrics.last_full_reconcile.set(Utc::now().timestamp());
+        if let Ok(mut e) = self.last_error.write() {
+            *e = None;
+        }
+        Ok(summary)
+    }
+
+    /// The fast path: one record from an event, against its namespace as observed now.
+    /// Returns `None` when the record is older than one already acted on.
+    ///
+    /// # Errors
+    /// The namespace could not be observed, or acting on it failed (the message says why).
+    pub async fn reconcile_one(
+        &self,
+        record: &NamespaceRecord,
+    ) -> Result<Option<ClusterOutcome>, String> {
+        if record.spec.environment != self.options.settings.environment {
+            return Ok(None);
+        }
+        let known = self.versions.lock().ok().and_then(|v| v.get(&record.name).copied());
+        if known.is_some_and(|v| v > record.resource_version) {
+            return Ok(None);
+        }
+        let observed =
+            self.cluster.observe_namespace(&record.name).await.map_err(|e| e.to_string())?;
+        let plan = plan_one(record, &observed, &self.options.settings);
+        let done = self.carry_out(&plan).await;
+        self.remember(&record.name, record.resource_version);
+        let _ = self.report(&plan, &done, Some(record)).await;
+        match done.outcome {
+            ClusterOutcome::Failed => Err(done.message.unwrap_or_default()),
+            outcome => Ok(Some(outcome)),
+        }
+    }
+
+    fn remember(&self, namespace: &str, version: u64) {
+        if let Ok(mut versions) = self.versions.lock() {
+            let v = versions.entry(namespace.to_owned()).or_insert(version);
+            *v = (*v).max(version);
+        }
+    }
+
+    async fn carry_out(&self, plan: &NamespacePlan) -> Done {
+        let mut done = Done {
+            outcome: plan.outcome,
+            message: plan.message.clone(),
+            object_version: plan.namespace_version.clone(),
+            writes: 0,
+        };
+        for action in &plan.actions {
+            done.writes += 1;
+            let (kind, result) = match action {
+                Action::Apply { object, current_version } => {
+                    let result = self.cluster.apply(object, self.options.force_conflicts).await;
+                    let label = match &result {
+                        Ok(applied) if current_version.is_none() => "created",
+                        Ok(applied) if applied.resource_version == *current_version => "unchanged",
+                        Ok(_) => "updated",
+                        Err(e) => error_label(e),
+                    };
+                    self.metrics.action(object.kind, label);
+                    if let Ok(applied) = &result
+                        && object.kind == ObjectKind::Namespace
+                    {
+                        done.object_version = applied.resource_version.clone();
+                    }
+                    (object.describe(), result.map(|_| ()))
+                }
+                Action::Delete { kind, namespace, name } => {
+                    let result = self.cluster.delete(*kind, namespace.as_deref(), name).await;
+                    self.metrics.action(
+                        *kind,
+                        match &result {
+                            Ok(true) => "deleted",
+                            Ok(false) => "already_gone",
+                            Err(e) => error_label(e),
+                        },
+                    );
+                    let what = match namespace {
+                        Some(ns) => format!("{} {ns}/{name}", kind.kind()),
+                        None => format!("{} {name}", kind.kind()),
+                    };
+                    (what, result.map(|_| ()))
+                }
+            };
+            if let Err(e) = result {
+                done.outcome = match e {
+                    ClusterError::FieldConflict(_) => ClusterOutcome::Conflict,
+                    _ => ClusterOutcome::Failed,
+                };
+                done.message = Some(format!("{kind}: {e}"));
+                self.metrics.errors.inc();
+                warn!(namespace = %plan.namespace, error = %e, "{kind} failed");
+                break;
+            }
+        }
+        done
+    }
+
+    /// Publishes the report of `plan` when it is news for `record` (or, for an orphan, the
+    /// first time this process sees it). `Ok(true)` when published; `Err` when it could not
+    /// be (no NATS yet): it is news again next time.
+    async fn report(
+        &self,
+        plan: &NamespacePlan,
+        done: &Done,
+        record: Option<&NamespaceRecord>,
+    ) -> Result<bool, ()> {
+        let report = ClusterReport {
+            cluster: self.options.settings.cluster.clone(),
+            environment: self.options.settings.environment.clone(),
+            namespace: plan.namespace.clone(),
+            team: plan.team.clone(),
+            outcome: done.outcome,
+            message: done.message.clone(),
+            observed_version: plan.record_version,
+            object_version: done.object_version.clone(),
+            reported_at: Utc::now(),
+        };
+        let news = match record {
+            Some(record) => report.is_news_for(record),
+            None => self
+                .orphans_reported
+                .lock()
+                .map(|seen| !seen.contains(&plan.namespace))
+                .unwrap_or(true),
+        };
+        if !news {
+            return Ok(false);
+        }
+        let Some(js) = self.jetstream() else {
+            return Err(());
+        };
+        let id = format!("{}-{}", self.options.settings.cluster, ulid::Ulid::new());
+        let event = report.to_event(&id).map_err(|e| warn!(error = %e, "report not built"))?;
+        match bus::publish_event(&js, &self.names, &event).await {
+            Ok(_) => {
+                self.metrics.reports.inc();
+                if record.is_none()
+                    && let Ok(mut seen) = self.orphans_reported.lock()
+                {
+                    seen.insert(plan.namespace.clone());
+                }
+                info!(
+                    namespace = %plan.namespace,
+                    outcome = %report.outcome,
+                    message = report.message.as_deref().unwrap_or(""),
+                    "reported"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                warn!(namespace = %plan.namespace, error = %e, "report not published");
+                Err(())
+            }
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        if let Ok(mut e) = self.last_error.write() {
+            *e = Some(error.to_owned());
+        }
+    }
+}
+
+fn error_label(e: &ClusterError) -> &'static str {
+    match e {
+        ClusterError::FieldConflict(_) => "conflict",
+        ClusterError::Forbidden(_) => "forbidden",
+        ClusterError::Api { .. } => "error",
+        ClusterError::Unreachable(_) => "unreachable",
+    }
+}
+
+/// Full reconciles at start and every `interval` until `shutdown`; a failed one is retried
+/// after 1 s, doubling up to the interval.
+pub async fn run_loop(reconciler: Arc<Reconciler>, shutdown: CancellationToken) {
+    let interval = reconciler.options.interval;
+    let mut retry = RETRY_INITIAL;
+    loop {
+        let wait = match reconciler.reconcile_all().await {
+            Ok(summary) => {
+                retry = RETRY_INITIAL;
+                info!(
+                    records = summary.records,
+                    writes = summary.writes,
+                    reports = summary.reports,
+                    outcomes = ?summary.outcomes,
+                    "full reconcile finished"
+                );
+                interval
+            }
+            Err(e) => {
+                reconciler.failed(&e);
+                reconciler.metrics.errors.inc();
+                warn!(error = %e, retry_in = ?retry, "full reconcile failed");
+                let wait = retry;
+                retry = (retry * 2).min(interval);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
