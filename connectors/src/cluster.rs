@@ -175,7 +175,10 @@ fn resource(kind: ObjectKind) -> ApiResource {
 fn observed_object(kind: ObjectKind, object: DynamicObject) -> ObservedObject {
     let namespace = object.metadata.namespace.clone().filter(|_| kind != ObjectKind::Namespace);
     let name = object.metadata.name.clone().unwrap_or_default();
-    let body = serde_json::to_value(&object).unwrap_or_default();
+    let mut body = serde_json::to_value(&object).unwrap_or_default();
+    // Items of a LIST carry no apiVersion and kind of their own.
+    body["apiVersion"] = kind.api_version().into();
+    body["kind"] = kind.kind().into();
     ObservedObject { kind, namespace, name, body }
 }
 

@@ -175,10 +175,22 @@ impl World {
     /// # Errors
     /// It could not be spawned.
     pub fn spawn_engine_in(&mut self, data_dir: &Path) -> anyhow::Result<EngineProcess> {
-        let log = self.dir.path().join(format!("engine-{}.log", rand_suffix()));
         let addr = format!("127.0.0.1:{}", free_port()?);
+        self.spawn_engine_at(data_dir, &addr)
+    }
+
+    /// Spawns `engine run` with its HTTP API on `addr` (e.g. a port a client already uses).
+    ///
+    /// # Errors
+    /// It could not be spawned.
+    pub fn spawn_engine_at(
+        &mut self,
+        data_dir: &Path,
+        addr: &str,
+    ) -> anyhow::Result<EngineProcess> {
+        let log = self.dir.path().join(format!("engine-{}.log", rand_suffix()));
         let child = self
-            .command_in(data_dir, &["run", "--http", &addr])
+            .command_in(data_dir, &["run", "--http", addr])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

@@ -131,15 +131,27 @@ pub async fn run(
     let listener =
         TcpListener::bind(addr).await.map_err(|source| AgentError::Listen { addr, source })?;
     let names = Names::new(config.nats.prefix.clone());
-    let reconciler = Arc::new(Reconciler::new(options.clone(), cluster, names.clone()));
+    let reconciler = Arc::new(Reconciler::new(options, cluster, names));
+    serve(config, reconciler, listener, shutdown).await;
+    Ok(())
+}
+
+/// Runs an agent around `reconciler` (tests hold it to drive and inspect reconciles) with its
+/// health routes on `listener`, until `shutdown`.
+pub async fn serve(
+    config: Config,
+    reconciler: Arc<Reconciler>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let options = &reconciler.options;
     info!(
         environment = %options.settings.environment,
         cluster = %options.settings.cluster,
         api = %options.api_url,
-        listen = %listener.local_addr().unwrap_or(addr),
+        listen = ?listener.local_addr().ok(),
         "agent starting"
     );
-
     let health = tokio::spawn(health::serve(listener, reconciler.clone(), shutdown.clone()));
     let nats = tokio::spawn(consumer::run(config, reconciler.clone(), shutdown.clone()));
     let full = tokio::spawn(reconcile::run_loop(reconciler, shutdown.clone()));
@@ -150,5 +162,4 @@ pub async fn run(
     }
     let _ = health.await;
     info!("agent stopped");
-    Ok(())
 }
