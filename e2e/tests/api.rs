@@ -230,11 +230,19 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
             list["items"].as_array().cloned()
         }
     };
-    for slug in ["payments", "search"] {
+    // Every team's records, and payments' at its latest labels: a team's labels are carried
+    // onto its records, so the sync of the PATCH above changes them once more.
+    for slug in ["billing", "payments", "search"] {
         let path = format!("{api}/v1/teams/{slug}/namespaces");
         wait_for(&format!("{slug}'s namespace records"), WAIT, || {
             let path = path.clone();
-            async move { namespaces(path).await.filter(|items| items.len() == 2) }
+            async move {
+                namespaces(path).await.filter(|items| {
+                    items.len() == 2
+                        && (slug != "payments"
+                            || items.iter().all(|n| n["labels"]["cost-center"] == "cc-42"))
+                })
+            }
         })
         .await?;
     }
@@ -259,7 +267,17 @@ async fn teams_and_environments_over_http() -> anyhow::Result<()> {
     assert_eq!((status, payments_prod["name"].as_str()), (StatusCode::OK, Some("payments-prod")));
     // prod's PUT above replaced its default quota with none.
     assert_eq!(payments_prod["quota"], json!({}));
-    assert_eq!(payments_prod["role_bindings"], json!([{"group": "payments", "role": "edit"}]));
+    assert_eq!(
+        payments_prod["role_bindings"],
+        json!([
+            {"group": "payments", "role": "edit"},
+            {"group": "payments-maintainers", "role": "admin"}
+        ])
+    );
+    // No agent runs here: both of prod's clusters are targets that never reported.
+    assert_eq!(payments_prod["target_clusters"], json!(["prod-eu-1", "prod-us-1"]));
+    assert_eq!(payments_prod["never_reported"], json!(["prod-eu-1", "prod-us-1"]));
+    assert_eq!(payments_prod["clusters"], json!({}));
 
     // Sync request: 202, a muster.team.sync event on the stream.
     let response = http.post(format!("{api}/v1/teams/payments/sync")).send().await?;
@@ -748,7 +766,122 @@ async fn every_documented_route_is_served() -> anyhow::Result<()> {
             routes += 1;
         }
     }
-    assert_eq!(routes, 26);
+    assert_eq!(routes, 27);
+    engine.stop().await
+}
+
+/// Publishes an agent's report through the ingest endpoint, as an agent would on NATS.
+async fn report(
+    http: &Client,
+    api: &str,
+    cluster: &str,
+    environment: &str,
+    namespace: &str,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    let event = json!({
+        "specversion": "1.0",
+        "id": format!("{cluster}-{namespace}-{outcome}"),
+        "source": format!("/muster/agent/{cluster}"),
+        "type": "muster.cluster.reported",
+        "subject": environment,
+        "data": {
+            "cluster": cluster,
+            "environment": environment,
+            "namespace": namespace,
+            "team": namespace.rsplit_once('-').map(|(team, _)| team),
+            "outcome": outcome,
+            "reported_at": chrono::Utc::now(),
+        },
+    });
+    let response = http
+        .post(format!("{api}/v1/events"))
+        .header(header::CONTENT_TYPE, "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn purge_refuses_live_teams_and_incomplete_teardowns_unless_forced() -> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let purge = |slug: &str, body: Option<Value>| {
+        let request = http.post(format!("{api}/v1/teams/{slug}/purge"));
+        match body {
+            Some(body) => request.json(&body).send(),
+            None => request.send(),
+        }
+    };
+    let env = json!({"name": "prod", "clusters": ["eu-1", "us-1"]});
+    let response = http.post(format!("{api}/v1/environments")).json(&env).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = http.post(format!("{api}/v1/teams")).json(&team("payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let records = format!("{api}/v1/teams/payments/namespaces");
+    let record = |state: &'static str| {
+        let http = http.clone();
+        let records = records.clone();
+        async move {
+            let (_, _, list) = body(http.get(&records).send().await.ok()?).await.ok()?;
+            list["items"].as_array()?.first().filter(|r| r["state"] == state).cloned()
+        }
+    };
+    wait_for("payments-prod", WAIT, || record("active")).await?;
+
+    // Unknown team: 404; live team: 409, force or not.
+    problem(purge("nobody", None).await?, StatusCode::NOT_FOUND, "not-found").await?;
+    for options in [None, Some(json!({"force": true}))] {
+        let response = purge("payments", options).await?;
+        let p = problem(response, StatusCode::CONFLICT, "conflict").await?;
+        assert!(p["detail"].as_str().unwrap().contains("not deleted"), "{p}");
+    }
+
+    // Deleted, no cluster has reported: refused, naming the namespace and both clusters.
+    let response = http.delete(format!("{api}/v1/teams/payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_for("payments-prod deleting", WAIT, || record("deleting")).await?;
+    let p = problem(purge("payments", None).await?, StatusCode::CONFLICT, "conflict").await?;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("payments-prod (eu-1, us-1)") && detail.contains("force"), "{p}");
+
+    // eu-1 deleted it: still refused, now waiting for us-1 only.
+    report(&http, &api, "eu-1", "prod", "payments-prod", "deleted").await?;
+    wait_for("eu-1's report", WAIT, || async {
+        let record = record("deleting").await?;
+        (record["clusters"]["eu-1"]["outcome"] == "deleted").then_some(())
+    })
+    .await?;
+    let response = purge("payments", Some(json!({"force": false}))).await?;
+    let p = problem(response, StatusCode::CONFLICT, "conflict").await?;
+    assert!(p["detail"].as_str().unwrap().contains("payments-prod (us-1);"), "{p}");
+    let response = http
+        .post(format!("{api}/v1/teams/payments/purge"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(r#"{"force": "yes"}"#)
+        .send()
+        .await?;
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid-body").await?;
+    let response = http.get(format!("{api}/v1/teams/payments")).send().await?;
+    let (status, _, tombstone) = body(response).await?;
+    assert!(status == StatusCode::OK && tombstone["deleted_at"].is_string(), "{tombstone}");
+
+    // Forced: purged, saying what was still awaited; the team and its records are gone.
+    let (status, _, purged) = body(purge("payments", Some(json!({"force": true}))).await?).await?;
+    assert_eq!(status, StatusCode::OK, "{purged}");
+    assert_eq!(
+        purged,
+        json!({"purged": true, "forced": true, "waiting": {"payments-prod": ["us-1"]}})
+    );
+    let response = http.get(format!("{api}/v1/teams/payments")).send().await?;
+    problem(response, StatusCode::NOT_FOUND, "not-found").await?;
+    let (_, _, all) = body(http.get(format!("{api}/v1/namespaces")).send().await?).await?;
+    assert_eq!(all["items"], json!([]));
+    problem(purge("payments", None).await?, StatusCode::NOT_FOUND, "not-found").await?;
     engine.stop().await
 }
 
@@ -851,9 +984,17 @@ async fn cli_manages_teams_and_environments_through_the_api() -> anyhow::Result<
     .await?;
     let out = world.cli(&["teams", "delete", "search"]).await?;
     assert!(out.contains("tombstone"), "{out}");
-    // Its namespace record in dev (cluster dev-1) awaits the agent's report: no purge yet.
+    // Its namespace record in dev (cluster dev-1) awaits the agent's report: no purge yet,
+    // unless forced.
     let out = world.cli(&["teams", "list"]).await?;
     assert!(out.contains("deleted"), "{out}");
+    let err = world.cli(&["teams", "purge", "search"]).await.unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("not purged") && err.contains("search-dev (dev-1)"), "{err}");
+    let out = world.cli(&["teams", "purge", "search", "--force"]).await?;
+    assert!(out.contains("purged (forced)") && out.contains("search-dev (dev-1)"), "{out}");
+    let err = world.cli(&["teams", "get", "search"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("404"), "{err:#}");
     world.cli(&["envs", "delete", "dev"]).await?;
     let envs: Vec<Value> = world.cli_json(&["envs", "list", "--json"]).await?;
     assert!(envs.is_empty());

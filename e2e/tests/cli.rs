@@ -1,6 +1,6 @@
-//! The operator's commands end to end: publish, ping, config check, bench.
+//! The operator's commands end to end: publish, ping, config check, bench, namespaces.
 
-use e2e::harness::World;
+use e2e::harness::{WAIT, World, wait_for};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -76,4 +76,56 @@ async fn bench_reports_both_halves_and_the_ratio() -> anyhow::Result<()> {
         .await;
     assert!(names.is_empty(), "bench streams left behind: {names:?}");
     Ok(())
+}
+
+#[tokio::test]
+async fn namespaces_list_shows_a_row_per_cluster_and_the_ones_never_reported() -> anyhow::Result<()>
+{
+    let mut world = World::start().await?;
+    let mut engine = world.start_engine().await?;
+    world.set("MUSTER_API_URL", &engine.api);
+    world.cli(&["envs", "create", "--name", "prod", "--cluster", "eu-1,us-1"]).await?;
+    world.cli(&["envs", "create", "--name", "dev"]).await?;
+    world
+        .cli(&[
+            "teams",
+            "create",
+            "--slug",
+            "payments",
+            "--name",
+            "Payments",
+            "--member",
+            "alice",
+            "--maintainer",
+            "carol",
+        ])
+        .await?;
+    let records = wait_for("payments' namespace records", WAIT, || async {
+        let records: Vec<Value> =
+            world.cli_json(&["namespaces", "list", "--team", "payments", "--json"]).await.ok()?;
+        (records.len() == 2).then_some(records)
+    })
+    .await?;
+    assert_eq!(records[1]["never_reported"], serde_json::json!(["eu-1", "us-1"]));
+
+    // No agent runs: prod's two clusters never reported; dev has no cluster, one row with `-`.
+    let out = world.cli(&["namespaces", "list", "--team", "payments"]).await?;
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|line| line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAMESPACE", "TEAM", "ENV", "STATE", "CLUSTER", "OUTCOME", "REPORTED", "MESSAGE"],
+            vec!["payments-dev", "payments", "dev", "active", "-", "-", "-", "-"],
+            vec!["payments-prod", "payments", "prod", "active", "eu-1", "never reported", "-", "-"],
+            vec!["payments-prod", "payments", "prod", "active", "us-1", "never reported", "-", "-"],
+        ],
+        "{out}"
+    );
+    let out = world.cli(&["namespaces", "list", "--environment", "dev"]).await?;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("payments-prod"), "{out}");
+    engine.stop().await
 }

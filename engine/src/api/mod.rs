@@ -107,6 +107,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(teams::namespaces))
         .routes(routes!(teams::runs))
         .routes(routes!(teams::sync))
+        .routes(routes!(teams::purge))
         .routes(routes!(environments::create, environments::list))
         .routes(routes!(environments::get, environments::replace, environments::delete))
         .routes(routes!(environments::namespaces))
@@ -233,6 +234,7 @@ mod tests {
             "GET /v1/teams/{slug}/namespaces",
             "GET /v1/teams/{slug}/runs",
             "POST /v1/teams/{slug}/sync",
+            "POST /v1/teams/{slug}/purge",
             "POST /v1/environments",
             "GET /v1/environments",
             "GET /v1/environments/{name}",

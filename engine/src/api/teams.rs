@@ -1,15 +1,21 @@
 //! `/v1/teams`: create, list, read, replace, merge-patch and delete teams; their namespace
-//! records and runs; trigger a sync.
+//! records and runs; trigger a sync; purge a deleted team.
 
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use workflows::records::{NamespaceFilter, Team, TeamSpec, validation::is_dns_label};
+use workflows::records::{
+    NamespaceFilter, RecordKind, RecordsError, Team, TeamSpec, validation::is_dns_label,
+};
+use workflows::sync_team::teardown_waiting;
 
-use super::extract::{IfMatch, JsonBody, etag, parse_json};
+use super::extract::{IfMatch, JsonBody, etag, media_type, parse_json};
 use super::problem::{Problem, ProblemKind};
 use super::{ApiState, DEFAULT_LIMIT, json_with};
 use crate::bus;
@@ -344,4 +350,107 @@ pub async fn sync(
         &[],
         &SyncAccepted { id, sequence: published.sequence, duplicate: published.duplicate },
     ))
+}
+
+/// The body of a purge request; optional (no body means `force: false`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Purge even though clusters have not reported the team's namespaces `deleted` or
+    /// `retained`: the records go, the namespaces may remain in those clusters.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A purge that happened.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purged {
+    /// Always true: a purge that does not happen is an error answer.
+    pub purged: bool,
+    /// Whether `force` overrode a teardown still waiting for clusters (false when the teardown
+    /// was complete, even if `force` was given).
+    pub forced: bool,
+    /// Namespace → the clusters the teardown was still waiting for (empty unless forced).
+    pub waiting: BTreeMap<String, Vec<String>>,
+}
+
+/// Purge a deleted team now: remove the tombstone and its namespace records for good.
+///
+/// `sync_team` purges a deleted team by itself once every target cluster reported each of its
+/// namespaces `deleted` or `retained`; this is the operator's way to finish a teardown that
+/// cannot complete (a cluster gone for good, an agent that will never report). Without
+/// `force` it purges only a complete teardown (so it is safe to retry); with `force` it purges
+/// regardless and answers what was still awaited. A purge announces nothing: the deletion was
+/// announced when the team was deleted.
+#[utoipa::path(post, path = "/v1/teams/{slug}/purge", tag = "teams",
+    params(("slug" = String, Path, description = "Team slug")),
+    request_body(content = Option<PurgeRequest>, content_type = "application/json",
+                 description = "Optional; no body is `{\"force\": false}`"),
+    responses(
+        (status = 200, description = "Purged", body = Purged),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such team (or already purged)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The team is not deleted, or (without force) its teardown still waits for clusters; the detail lists them", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn purge(
+    State(state): State<ApiState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    checked_key("team", &slug)?;
+    let request = purge_request(&headers, &body)?;
+    let team = state.records.get_team(&slug).await?;
+    if !team.is_deleted() {
+        return Err(RecordsError::NotTombstoned { kind: RecordKind::Team, key: slug }.into());
+    }
+    let waiting = teardown_waiting(state.records.as_ref(), &slug).await?;
+    let forced = !waiting.is_empty();
+    if forced && !request.force {
+        return Err(Problem::new(
+            ProblemKind::Conflict,
+            format!(
+                "team {slug:?}'s teardown is not complete: waiting for {}; purge with force to \
+                 remove its records anyway (the namespaces may remain in those clusters)",
+                describe_waiting(&waiting)
+            ),
+        ));
+    }
+    if forced {
+        tracing::warn!(team = %slug, waiting = ?waiting, "forced purge of a team whose teardown is not complete");
+    }
+    if !state.records.purge_team(&slug).await? {
+        // sync_team purged it between the read and now.
+        return Err(Problem::not_found(format!("team {slug:?}")));
+    }
+    Ok(json_with(StatusCode::OK, &[], &Purged { purged: true, forced, waiting }))
+}
+
+/// The optional body of a purge: none (or `null`) is the default.
+fn purge_request(headers: &HeaderMap, body: &[u8]) -> Result<PurgeRequest, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PurgeRequest::default());
+    }
+    match media_type(headers) {
+        Some(media) if media == "application/json" || media.ends_with("+json") => {
+            Ok(parse_json::<Option<PurgeRequest>>(body)?.unwrap_or_default())
+        }
+        _ => Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "a purge body must be application/json (or send no body)",
+        )),
+    }
+}
+
+/// `payments-prod (eu-1, us-1), payments-dev (dev-1)`.
+fn describe_waiting(waiting: &BTreeMap<String, Vec<String>>) -> String {
+    waiting
+        .iter()
+        .map(|(namespace, clusters)| format!("{namespace} ({})", clusters.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -11,6 +11,7 @@ mod dlq;
 mod envs;
 mod events;
 mod migrate;
+mod namespaces;
 mod output;
 mod ping;
 mod publish;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Environments, over the HTTP API.
     #[command(subcommand)]
     Envs(envs::EnvsCommand),
+    /// Namespace records and the clusters' reports, over the HTTP API.
+    #[command(subcommand)]
+    Namespaces(namespaces::NamespacesCommand),
     /// Apply the records database's migrations (store = "postgres").
     Migrate,
     /// Measure raw JetStream and Muster side by side against one nats-server.
@@ -168,6 +172,7 @@ async fn dispatch(
         Command::Teams(command) => teams::teams(command).await,
         Command::Events(command) => events::events(config, command).await,
         Command::Envs(command) => envs::envs(command).await,
+        Command::Namespaces(command) => namespaces::namespaces(command).await,
         Command::Migrate => migrate::migrate(config).await,
         Command::Dev(args) => dev::dev(config, workflows, args, shutdown_on_signals()).await,
         Command::Publish(args) => publish::publish(config, args).await,

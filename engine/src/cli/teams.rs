@@ -1,8 +1,9 @@
-//! `engine teams create|list|get|update|delete`: the teams API from the command line.
+//! `engine teams create|list|get|update|delete|purge`: the teams API from the command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -47,6 +48,17 @@ pub enum TeamsCommand {
         slug: String,
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Purge a deleted team now: its tombstone and namespace records go for good. Refused
+    /// while clusters have not reported its namespaces deleted or retained, unless --force.
+    Purge {
+        slug: String,
+        /// Purge even though the teardown still waits for clusters (their namespaces may
+        /// remain there).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -128,6 +140,30 @@ fn print_team(team: &Value) {
     println!("updated      {}", team["updated_at"].as_str().unwrap_or_default());
     if let Some(deleted) = team["deleted_at"].as_str() {
         println!("deleted      {deleted} (tombstone: teardown in progress)");
+    }
+}
+
+fn print_purged(slug: &str, purged: &Value) {
+    let waiting: Vec<String> = purged["waiting"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(namespace, clusters)| {
+            let clusters: Vec<&str> =
+                clusters.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            format!("{namespace} ({})", clusters.join(", "))
+        })
+        .collect();
+    if purged["forced"] == true {
+        println!(
+            "team {slug} purged (forced): its tombstone and namespace records are gone; the \
+             teardown was still waiting for {}, whose namespaces may remain in those clusters",
+            waiting.join(", ")
+        );
+    } else {
+        println!(
+            "team {slug} purged: its tombstone and namespace records are gone (teardown complete)"
+        );
     }
 }
 
@@ -233,6 +269,24 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
                      down its GitHub team and namespaces, then purges the record",
                     answer.body["deleted_at"].as_str().unwrap_or("-")
                 );
+            }
+        }
+        TeamsCommand::Purge { slug, force, api } => {
+            let client = Client::new(&api)?;
+            let body = json!({ "force": force });
+            let answer = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/teams/{}/purge", encode(&slug)),
+                    Some(("application/json", &body)),
+                    None,
+                )
+                .await
+                .with_context(|| format!("team {slug} not purged"))?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                print_purged(&slug, &answer.body);
             }
         }
     }

@@ -670,30 +670,45 @@ impl SyncTeam {
     }
 
     async fn purge_if_complete(&self, slug: &str) -> Result<Purge, RunError> {
-        let filter = NamespaceFilter { team: Some(slug.to_owned()), ..Default::default() };
-        let mut waiting = BTreeMap::new();
-        for record in self.records.list_namespaces(&filter).await? {
-            let done = |cluster: &str| {
-                record.clusters.get(cluster).is_some_and(|s| s.outcome.ends_teardown())
-            };
-            let clusters: Vec<String> =
-                match self.records.get_environment(&record.spec.environment).await {
-                    Ok(environment) => environment.spec.clusters,
-                    // The environment is gone: the clusters it had at the last sync.
-                    Err(RecordsError::NotFound { .. }) => record.spec.target_clusters.clone(),
-                    Err(e) => return Err(e.into()),
-                };
-            let pending: Vec<String> = clusters.into_iter().filter(|c| !done(c)).collect();
-            if !pending.is_empty() {
-                waiting.insert(record.name.clone(), pending);
-            }
-        }
+        let waiting = teardown_waiting(self.records.as_ref(), slug).await?;
         if !waiting.is_empty() {
             return Ok(Purge { purged: false, waiting });
         }
         self.records.purge_team(slug).await?;
         Ok(Purge { purged: true, waiting })
     }
+}
+
+/// What the teardown of team `slug` still waits for: namespace name → the clusters that have
+/// not reported it `deleted` or `retained`. Empty when the team may be purged (also when it has
+/// no namespace records, or is unknown).
+///
+/// A record's clusters are its environment's current clusters; for a record whose environment
+/// was deleted, the clusters it had at the last sync ([`NamespaceSpec::target_clusters`]).
+///
+/// # Errors
+/// The records store's, when listing the records or reading an environment fails.
+pub async fn teardown_waiting(
+    records: &dyn Records,
+    slug: &str,
+) -> Result<BTreeMap<String, Vec<String>>, RecordsError> {
+    let filter = NamespaceFilter { team: Some(slug.to_owned()), ..Default::default() };
+    let mut waiting = BTreeMap::new();
+    for record in records.list_namespaces(&filter).await? {
+        let done =
+            |cluster: &str| record.clusters.get(cluster).is_some_and(|s| s.outcome.ends_teardown());
+        let clusters: Vec<String> = match records.get_environment(&record.spec.environment).await {
+            Ok(environment) => environment.spec.clusters,
+            // The environment is gone: the clusters it had at the last sync.
+            Err(RecordsError::NotFound { .. }) => record.spec.target_clusters.clone(),
+            Err(e) => return Err(e),
+        };
+        let pending: Vec<String> = clusters.into_iter().filter(|c| !done(c)).collect();
+        if !pending.is_empty() {
+            waiting.insert(record.name.clone(), pending);
+        }
+    }
+    Ok(waiting)
 }
 
 /// The id of the announcement of `environment`'s namespace record by run `run_id`: the same on
