@@ -198,6 +198,25 @@ impl World {
         Ok(EngineProcess { child, log, api: format!("http://{addr}") })
     }
 
+    /// Spawns any `engine` command with extra environment variables, its stderr in `log`, and
+    /// returns without waiting (killed when dropped).
+    ///
+    /// # Errors
+    /// It could not be spawned.
+    pub fn spawn_command(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        self.command(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .with_context(|| format!("spawning `engine {}`", args.join(" ")))
+    }
+
     /// Runs the CLI to completion and returns its stdout.
     ///
     /// # Errors

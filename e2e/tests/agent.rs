@@ -401,7 +401,74 @@ async fn two_clusters_in_two_environments_tear_down_and_purge() -> anyhow::Resul
     .await?;
     let kept = prod_kube.get(Kind::Namespace, None, "payments-prod").expect("prod keeps it");
     assert!(kept["metadata"]["deletionTimestamp"].is_null());
+    // prod's agent said so: its last report is `retained`, with the reason.
+    let mut world = s.world;
+    let stream = world.jetstream().await?.get_stream("MUSTER_EVENTS").await?;
+    let last = stream
+        .get_last_raw_message_by_subject("muster.events.muster.cluster.reported.prod")
+        .await?;
+    let report: Value = serde_json::from_slice(&last.payload)?;
+    assert_eq!(report["outcome"], "retained", "{report}");
+    assert!(report["message"].as_str().unwrap_or_default().contains("does not allow"));
     dev.stop().await?;
     prod.stop().await?;
+    Ok(())
+}
+
+/// `engine agent` as users run it: a process that finds its cluster through `KUBECONFIG`,
+/// says which flag is missing, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn the_agent_command_loads_its_kubeconfig_and_stops_on_sigterm() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let kube = FakeKube::start().await?;
+    let kubeconfig = s.world.dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig)?;
+    let kubeconfig = kubeconfig.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+
+    let missing = s.world.cli(&["agent", "--cluster", "dev-1", "--api", &s.engine.api]).await;
+    let message = format!("{:#}", missing.unwrap_err());
+    assert!(message.contains("agent.environment is required"), "{message}");
+
+    s.post("/v1/environments", dev_environment(&["dev-1"])).await?;
+    s.post("/v1/teams", team("payments")).await?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let log = s.world.dir.path().join("agent.log");
+    let mut child = s.world.spawn_command(
+        &[
+            "agent",
+            "--environment",
+            "dev",
+            "--cluster",
+            "dev-1",
+            "--api",
+            &s.engine.api,
+            "--listen",
+            &listen,
+        ],
+        &env,
+        &log,
+    )?;
+    let http = Client::new();
+    let ready = wait_for("the agent process to be ready", WAIT, || async {
+        let r = http.get(format!("http://{listen}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    ready.map_err(|e| anyhow::anyhow!("{e}\nagent log:\n{}", log_text()))?;
+    wait_report(&s.engine.api, "payments-dev", "dev-1", "applied").await?;
+    assert!(kube.get(Kind::Namespace, None, "payments-dev").is_some());
+    let metrics = http.get(format!("http://{listen}/metrics")).send().await?.text().await?;
+    assert!(
+        metrics.contains(r#"muster_agent_actions_total{kind="namespaces",outcome="created"} 1"#),
+        "{metrics}"
+    );
+
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await??;
+    assert!(status.success(), "exit {status}:\n{}", log_text());
+    assert!(log_text().contains("agent stopped"));
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Acting on plans: the full reconcile, one record at a time for the fast path, and reports.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,12 @@ pub struct Reconciler {
     /// Record versions acted on per namespace, so an older event is not applied over a newer
     /// record.
     versions: Mutex<BTreeMap<String, u64>>,
+    /// One lock per namespace: the full reconcile and the event path never act on the same
+    /// namespace at once.
+    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    /// How many times each namespace was acted on, so a full reconcile can tell that the event
+    /// path acted on a namespace after its observation (and observe it again).
+    acted: Mutex<HashMap<String, u64>>,
     /// Orphans already reported by this process (they have no record to hold the report).
     orphans_reported: Mutex<HashSet<String>>,
     last_full: RwLock<Option<(Instant, chrono::DateTime<Utc>)>>,
@@ -74,6 +80,8 @@ impl Reconciler {
             source: AsyncMutex::new(source),
             js: RwLock::new(None),
             versions: Mutex::new(BTreeMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            acted: Mutex::new(HashMap::new()),
             orphans_reported: Mutex::new(HashSet::new()),
             last_full: RwLock::new(None),
             last_error: RwLock::new(None),
@@ -107,6 +115,7 @@ impl Reconciler {
     /// The API or the cluster could not be read (nothing was changed then).
     pub async fn reconcile_all(&self) -> Result<Summary, String> {
         let started = Instant::now();
+        let acted_before = self.acted.lock().map(|a| a.clone()).unwrap_or_default();
         let (records, _changed) =
             self.source.lock().await.fetch().await.map_err(|e| e.to_string())?;
         let observed = self.cluster.observe_all().await.map_err(|e| e.to_string())?;
@@ -114,15 +123,22 @@ impl Reconciler {
         let by_name: BTreeMap<&str, &NamespaceRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut summary = Summary { records: by_name.len(), ..Summary::default() };
-        let results: Vec<(NamespacePlan, Done)> = futures::stream::iter(plans)
+        let by_name = &by_name;
+        let acted_before = &acted_before;
+        let results: Vec<Option<(NamespacePlan, Done)>> = futures::stream::iter(plans)
             .map(|plan| async move {
+                let lock = self.lock(&plan.namespace);
+                let _held = lock.lock().await;
+                let record = by_name.get(plan.namespace.as_str()).copied();
+                let plan = self.still_current(plan, record, acted_before).await?;
                 let done = self.carry_out(&plan).await;
-                (plan, done)
+                self.acted(&plan.namespace);
+                Some((plan, done))
             })
             .buffer_unordered(self.options.concurrency)
             .collect()
             .await;
-        for (plan, done) in results {
+        for (plan, done) in results.into_iter().flatten() {
             summary.writes += done.writes;
             *summary.outcomes.entry(done.outcome.to_string()).or_default() += 1;
             if let Some(version) = plan.record_version {
@@ -157,19 +173,63 @@ impl Reconciler {
         if record.spec.environment != self.options.settings.environment {
             return Ok(None);
         }
-        let known = self.versions.lock().ok().and_then(|v| v.get(&record.name).copied());
-        if known.is_some_and(|v| v > record.resource_version) {
+        let lock = self.lock(&record.name);
+        let _held = lock.lock().await;
+        if self.known_version(&record.name).is_some_and(|v| v > record.resource_version) {
             return Ok(None);
         }
         let observed =
             self.cluster.observe_namespace(&record.name).await.map_err(|e| e.to_string())?;
         let plan = plan_one(record, &observed, &self.options.settings);
         let done = self.carry_out(&plan).await;
+        self.acted(&record.name);
         self.remember(&record.name, record.resource_version);
         let _ = self.report(&plan, &done, Some(record)).await;
         match done.outcome {
             ClusterOutcome::Failed => Err(done.message.unwrap_or_default()),
             outcome => Ok(Some(outcome)),
+        }
+    }
+
+    fn lock(&self, namespace: &str) -> Arc<AsyncMutex<()>> {
+        match self.locks.lock() {
+            Ok(mut locks) => locks.entry(namespace.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(AsyncMutex::new(())),
+        }
+    }
+
+    fn acted(&self, namespace: &str) {
+        if let Ok(mut acted) = self.acted.lock() {
+            *acted.entry(namespace.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn known_version(&self, namespace: &str) -> Option<u64> {
+        self.versions.lock().ok().and_then(|v| v.get(namespace).copied())
+    }
+
+    /// `plan` as a full reconcile made it, checked under the namespace's lock: `None` when the
+    /// event path already applied a newer record; planned again from a fresh observation when
+    /// the event path acted on the namespace since the full observation.
+    async fn still_current(
+        &self,
+        plan: NamespacePlan,
+        record: Option<&NamespaceRecord>,
+        acted_before: &HashMap<String, u64>,
+    ) -> Option<NamespacePlan> {
+        let Some(record) = record else {
+            return Some(plan);
+        };
+        if self.known_version(&record.name).is_some_and(|v| v > record.resource_version) {
+            return None;
+        }
+        let acted_now = self.acted.lock().ok().and_then(|a| a.get(&record.name).copied());
+        if acted_now == acted_before.get(&record.name).copied() {
+            return Some(plan);
+        }
+        match self.cluster.observe_namespace(&record.name).await {
+            Ok(observed) => Some(plan_one(record, &observed, &self.options.settings)),
+            Err(_) => Some(plan),
         }
     }
 
@@ -312,23 +372,33 @@ fn error_label(e: &ClusterError) -> &'static str {
     }
 }
 
-/// Full reconciles at start and every `interval` until `shutdown`; a failed one is retried
-/// after 1 s, doubling up to the interval.
+/// Full reconciles at start and every `interval` until `shutdown`. A failed reconcile, or one
+/// that left reports unpublished or namespaces failed, is followed by another after 1 s,
+/// doubling up to the interval.
 pub async fn run_loop(reconciler: Arc<Reconciler>, shutdown: CancellationToken) {
     let interval = reconciler.options.interval;
     let mut retry = RETRY_INITIAL;
     loop {
         let wait = match reconciler.reconcile_all().await {
             Ok(summary) => {
-                retry = RETRY_INITIAL;
                 info!(
                     records = summary.records,
                     writes = summary.writes,
                     reports = summary.reports,
+                    unreported = summary.unreported,
                     outcomes = ?summary.outcomes,
                     "full reconcile finished"
                 );
-                interval
+                // Reports that could not be published (NATS not there yet) and namespaces that
+                // failed are tried again soon, not at the next interval.
+                if summary.unreported > 0 || summary.outcomes.contains_key("failed") {
+                    let wait = retry;
+                    retry = (retry * 2).min(interval);
+                    wait
+                } else {
+                    retry = RETRY_INITIAL;
+                    interval
+                }
             }
             Err(e) => {
                 reconciler.failed(&e);
