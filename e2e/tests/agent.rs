@@ -61,27 +61,33 @@ impl Setup {
         Ok(())
     }
 
+    /// An agent with group prefix `oidc:`, once it is ready.
     async fn agent(
         &self,
         kube: &FakeKube,
         environment: &str,
         cluster: &str,
     ) -> anyhow::Result<Agent> {
-        let agent = Agent::start(
-            AgentSpec {
-                nats_url: &self.world.nats.url(),
-                api_url: &self.engine.api,
-                environment,
-                cluster,
-                interval: HOUR,
-                group_prefix: "oidc:",
-            },
-            kube.client(),
-        )
-        .await?;
+        let url = self.world.nats.url();
+        let agent =
+            start_agent(&url, &self.engine.api, kube, environment, cluster, "oidc:").await?;
         agent.ready().await?;
         Ok(agent)
     }
+}
+
+/// Starts an agent whose full reconcile runs at start and then hourly, so that only the event
+/// path is quick.
+async fn start_agent(
+    nats_url: &str,
+    api_url: &str,
+    kube: &FakeKube,
+    environment: &str,
+    cluster: &str,
+    group_prefix: &str,
+) -> anyhow::Result<Agent> {
+    let spec = AgentSpec { nats_url, api_url, environment, cluster, interval: HOUR, group_prefix };
+    Agent::start(spec, kube.client()).await
 }
 
 fn dev_environment(clusters: &[&str]) -> Value {
@@ -280,18 +286,7 @@ async fn an_agent_that_was_down_is_repaired_by_its_start_reconcile_and_waits_for
     // The API is not there yet: the agent starts, is not ready, and says why.
     let addr = format!("127.0.0.1:{}", free_port()?);
     let api = format!("http://{addr}");
-    let agent = Agent::start(
-        AgentSpec {
-            nats_url: &world.nats.url(),
-            api_url: &api,
-            environment: "dev",
-            cluster: "dev-1",
-            interval: HOUR,
-            group_prefix: "",
-        },
-        kube.client(),
-    )
-    .await?;
+    let agent = start_agent(&world.nats.url(), &api, &kube, "dev", "dev-1", "").await?;
     let (status, body) = wait_for("a failed readiness", WAIT, || async {
         agent.readyz().await.ok().filter(|(_, b)| {
             b["checks"][2]["detail"].as_str().is_some_and(|d| d.contains("cannot reach"))
@@ -336,18 +331,7 @@ async fn an_agent_that_was_down_is_repaired_by_its_start_reconcile_and_waits_for
             ["requests.cpu"],
         "4"
     );
-    let agent = Agent::start(
-        AgentSpec {
-            nats_url: &world.nats.url(),
-            api_url: &api,
-            environment: "dev",
-            cluster: "dev-1",
-            interval: HOUR,
-            group_prefix: "",
-        },
-        kube.client(),
-    )
-    .await?;
+    let agent = start_agent(&world.nats.url(), &api, &kube, "dev", "dev-1", "").await?;
     agent.ready().await?;
     let quota = kube.get(Kind::ResourceQuota, Some("payments-dev"), "muster-quota").unwrap();
     assert_eq!(quota["spec"]["hard"]["requests.cpu"], "16");

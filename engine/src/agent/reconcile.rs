@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use workflows::cluster::{
     Action, Cluster, ClusterError, ClusterReport, NamespacePlan, ObjectKind, plan_all, plan_one,
 };
-use workflows::records::{ClusterOutcome, NamespaceRecord};
+use workflows::records::{ClusterOutcome, ClusterStatus, NamespaceRecord};
 
 use super::AgentOptions;
 use super::health::AgentMetrics;
@@ -311,11 +311,13 @@ impl Reconciler {
             environment: self.options.settings.environment.clone(),
             namespace: plan.namespace.clone(),
             team: plan.team.clone(),
-            outcome: done.outcome,
-            message: done.message.clone(),
-            observed_version: plan.record_version,
-            object_version: done.object_version.clone(),
-            reported_at: Utc::now(),
+            status: ClusterStatus {
+                outcome: done.outcome,
+                message: done.message.clone(),
+                observed_version: plan.record_version,
+                object_version: done.object_version.clone(),
+                reported_at: Utc::now(),
+            },
         };
         let news = match record {
             Some(record) => report.is_news_for(record),
@@ -343,8 +345,8 @@ impl Reconciler {
                 }
                 info!(
                     namespace = %plan.namespace,
-                    outcome = %report.outcome,
-                    message = report.message.as_deref().unwrap_or(""),
+                    outcome = %report.status.outcome,
+                    message = report.status.message.as_deref().unwrap_or(""),
                     "reported"
                 );
                 Ok(true)

@@ -4,15 +4,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::publisher::Publisher;
-use crate::records::{
-    ClusterOutcome, ClusterStatus, NamespaceRecord, NamespaceState, Records, RecordsError,
-};
+use crate::records::{ClusterStatus, NamespaceRecord, NamespaceState, Records, RecordsError};
 use crate::sync_team::TEAM_SYNC;
 use crate::workflow::{RunContext, RunError, Workflow};
 
@@ -20,9 +18,9 @@ use crate::workflow::{RunContext, RunError, Workflow};
 /// can allow an agent to publish reports for its environment only.
 pub const CLUSTER_REPORTED: &str = "muster.cluster.reported";
 
-/// The data of `muster.cluster.reported`: what one agent found and did about one namespace.
+/// The data of `muster.cluster.reported`: what one agent found and did about one namespace,
+/// and the status it asks the engine to store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterReport {
     pub cluster: String,
     pub environment: String,
@@ -30,17 +28,11 @@ pub struct ClusterReport {
     /// The record's team (for an orphan: the namespace's team label, if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
-    pub outcome: ClusterOutcome,
-    /// Why, for everything but a plain `applied`; the error for `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The record's resource version the agent acted on (`None` for an orphan).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_version: Option<u64>,
-    /// The namespace's Kubernetes `resourceVersion` after acting, when it exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_version: Option<String>,
-    pub reported_at: DateTime<Utc>,
+    /// Outcome, message (why, for everything but a plain `applied`; the error for `failed`),
+    /// the record's version acted on (`None` for an orphan), the namespace's Kubernetes
+    /// `resourceVersion`, and the time.
+    #[serde(flatten)]
+    pub status: ClusterStatus,
 }
 
 impl ClusterReport {
@@ -51,9 +43,9 @@ impl ClusterReport {
         match record.clusters.get(&self.cluster) {
             None => true,
             Some(stored) => {
-                stored.outcome != self.outcome
-                    || stored.message != self.message
-                    || stored.observed_version != self.observed_version
+                stored.outcome != self.status.outcome
+                    || stored.message != self.status.message
+                    || stored.observed_version != self.status.observed_version
             }
         }
     }
@@ -69,20 +61,10 @@ impl ClusterReport {
             .source(format!("/muster/agent/{}", self.cluster))
             .ty(CLUSTER_REPORTED)
             .subject(self.environment.clone())
-            .time(self.reported_at)
+            .time(self.status.reported_at)
             .data("application/json", data)
             .build()
             .map_err(|e| e.to_string())
-    }
-
-    fn status(&self) -> ClusterStatus {
-        ClusterStatus {
-            outcome: self.outcome,
-            message: self.message.clone(),
-            observed_version: self.observed_version,
-            object_version: self.object_version.clone(),
-            reported_at: self.reported_at,
-        }
     }
 }
 
@@ -150,7 +132,7 @@ impl Workflow for RecordClusterReport {
         let mut output = json!({
             "cluster": report.cluster,
             "namespace": report.namespace,
-            "outcome": report.outcome,
+            "outcome": report.status.outcome,
         });
         if let Some(why) = &recorded.ignored {
             output["ignored"] = json!(why);
@@ -201,20 +183,20 @@ impl RecordClusterReport {
             ));
         }
         if let Some(stored) = record.clusters.get(&report.cluster)
-            && stored.reported_at > report.reported_at
+            && stored.reported_at > report.status.reported_at
         {
             return ignored(format!(
                 "cluster {} already reported at {} (this report: {})",
-                report.cluster, stored.reported_at, report.reported_at
+                report.cluster, stored.reported_at, report.status.reported_at
             ));
         }
         self.records
-            .set_cluster_status(team, &report.environment, &report.cluster, report.status())
+            .set_cluster_status(team, &report.environment, &report.cluster, report.status.clone())
             .await?;
         Ok(Recorded {
             ignored: None,
             teardown_step: record.state == NamespaceState::Deleting
-                && report.outcome.ends_teardown(),
+                && report.status.outcome.ends_teardown(),
         })
     }
 }
@@ -223,7 +205,9 @@ impl RecordClusterReport {
 mod tests {
     use super::*;
     use crate::memory::{MemoryJournal, MemoryPublisher, MemoryRecords};
+    use crate::records::ClusterOutcome;
     use crate::records::{EnvironmentSpec, NamespaceSpec, TeamSpec};
+    use chrono::DateTime;
 
     async fn fixture() -> (MemoryRecords, MemoryPublisher, RecordClusterReport) {
         let records = MemoryRecords::new();
@@ -247,11 +231,13 @@ mod tests {
             environment: "dev".into(),
             namespace: "payments-dev".into(),
             team: Some("payments".into()),
-            outcome,
-            message: None,
-            observed_version: Some(1),
-            object_version: Some("12".into()),
-            reported_at: at,
+            status: ClusterStatus {
+                outcome,
+                message: None,
+                observed_version: Some(1),
+                object_version: Some("12".into()),
+                reported_at: at,
+            },
         }
     }
 
