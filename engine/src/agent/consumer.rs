@@ -18,6 +18,10 @@ use crate::config::Config;
 
 /// Wait before re-delivering an event whose namespace could not be handled.
 const NAK_DELAY: Duration = Duration::from_secs(5);
+/// Deliveries of one event before the agent leaves it to the full reconcile (which retries
+/// failed namespaces with backoff), so a namespace that keeps failing does not cost a request
+/// every few seconds forever.
+const MAX_DELIVERIES: i64 = 5;
 /// How long the agent may hold an event before JetStream delivers it again.
 const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Reconnect delays after NATS or the consumer failed: 1 s doubling to 30 s.
@@ -100,8 +104,17 @@ async fn consume(
                     AckKind::Ack
                 }
                 Err(e) => {
-                    warn!(namespace = %record.name, error = %e, "event not handled; retrying");
-                    AckKind::Nak(Some(NAK_DELAY))
+                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                    if delivered >= MAX_DELIVERIES {
+                        warn!(
+                            namespace = %record.name, error = %e, delivered,
+                            "event not handled; left to the full reconcile"
+                        );
+                        AckKind::Ack
+                    } else {
+                        warn!(namespace = %record.name, error = %e, "event not handled; retrying");
+                        AckKind::Nak(Some(NAK_DELAY))
+                    }
                 }
             },
         };
