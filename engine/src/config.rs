@@ -7,8 +7,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -178,10 +181,101 @@ impl Default for ScheduleConfig {
             name: "resync".into(),
             cron: "0 */10 * * * *".into(),
             timezone: "UTC".into(),
-            event_type: crate::schedule::FIRED_TYPE.into(),
+            event_type: FIRED_TYPE.into(),
             enabled: true,
             starting_deadline: None,
         }
+    }
+}
+
+/// The event type schedules emit unless configured otherwise.
+pub const FIRED_TYPE: &str = "muster.schedule.fired";
+
+/// A `[[schedules]]` entry that cannot be scheduled.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("schedule {name:?}: invalid cron expression {cron:?}: {reason}")]
+    Cron { name: String, cron: String, reason: String },
+    #[error(
+        "schedule {name:?}: unknown time zone {timezone:?} (use an IANA name such as Europe/Paris)"
+    )]
+    TimeZone { name: String, timezone: String },
+    #[error("schedule {name:?}: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("schedule {name:?}: cron expression {cron:?} never fires")]
+    NeverFires { name: String, cron: String },
+}
+
+/// What a valid `[[schedules]]` entry means: its cron expression, read in its time zone.
+#[derive(Clone, Debug)]
+pub struct ScheduleSpec {
+    pub cron: cron::Schedule,
+    pub timezone: Tz,
+}
+
+impl ScheduleSpec {
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.after(&t.with_timezone(&self.timezone)).next().map(|t| t.with_timezone(&Utc))
+    }
+}
+
+impl ScheduleConfig {
+    /// Checks the entry and parses its cron expression and time zone.
+    ///
+    /// # Errors
+    /// An invalid name, event type, cron expression or time zone, or an expression that never
+    /// fires, named by the schedule.
+    pub fn parse(&self) -> Result<ScheduleSpec, ScheduleError> {
+        let name = self.name.clone();
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ScheduleError::Invalid {
+                name,
+                reason: "the name must be letters, digits, - or _".into(),
+            });
+        }
+        if !workflows::event::is_token_path(&self.event_type) {
+            return Err(ScheduleError::Invalid {
+                name,
+                reason: format!("event type {:?} cannot name a NATS subject", self.event_type),
+            });
+        }
+        let cron = cron::Schedule::from_str(&self.cron).map_err(|e| ScheduleError::Cron {
+            name: name.clone(),
+            cron: self.cron.clone(),
+            reason: e.to_string(),
+        })?;
+        let timezone = Tz::from_str(&self.timezone).map_err(|_| ScheduleError::TimeZone {
+            name: name.clone(),
+            timezone: self.timezone.clone(),
+        })?;
+        let spec = ScheduleSpec { cron, timezone };
+        if spec.next_after(Utc::now()).is_none() {
+            return Err(ScheduleError::NeverFires { name, cron: self.cron.clone() });
+        }
+        Ok(spec)
+    }
+
+    /// Parses every entry, in order.
+    ///
+    /// # Errors
+    /// The first invalid entry, or two entries with one name.
+    pub fn parse_all(configs: &[ScheduleConfig]) -> Result<Vec<ScheduleSpec>, ScheduleError> {
+        let mut seen = std::collections::HashSet::new();
+        configs
+            .iter()
+            .map(|config| {
+                if !seen.insert(config.name.as_str()) {
+                    return Err(ScheduleError::Invalid {
+                        name: config.name.clone(),
+                        reason: "two schedules have this name".into(),
+                    });
+                }
+                config.parse()
+            })
+            .collect()
     }
 }
 
@@ -461,7 +555,7 @@ impl Config {
         if self.outbox.max_attempts == 0 {
             return invalid("outbox.max-attempts must be at least 1");
         }
-        crate::schedule::parse_all(&self.schedules)
+        ScheduleConfig::parse_all(&self.schedules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
@@ -576,6 +670,28 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let from_file: Config = toml::from_str(&text).unwrap();
         assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn invalid_schedules_are_named() {
+        let schedule = |cron: &str, timezone: &str| ScheduleConfig {
+            name: "resync".into(),
+            cron: cron.into(),
+            timezone: timezone.into(),
+            ..ScheduleConfig::default()
+        };
+        let err = schedule("every tuesday", "UTC").parse().unwrap_err().to_string();
+        assert!(
+            err.starts_with("schedule \"resync\": invalid cron expression \"every tuesday\""),
+            "{err}"
+        );
+        let err = schedule("0 */10 * * * *", "Mars/Olympus").parse().unwrap_err().to_string();
+        assert!(err.contains("schedule \"resync\": unknown time zone \"Mars/Olympus\""), "{err}");
+        let twice = vec![ScheduleConfig::default(), ScheduleConfig::default()];
+        let err = ScheduleConfig::parse_all(&twice).unwrap_err().to_string();
+        assert!(err.contains("two schedules"), "{err}");
+        let config = Config { schedules: twice, ..Config::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("two schedules"));
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn subject_token(subject: Option<&str>) -> String {
     }
 }
 
+/// Whether `text` is dot-separated NATS subject tokens without wildcards or whitespace.
+pub fn is_token_path(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
+        })
+}
+
 /// The key of an event when a workflow does not choose one: its subject token.
 pub fn default_key(event: &Event) -> String {
     subject_token(event.subject())

@@ -11,7 +11,10 @@ use workflows::records::{
 };
 
 use super::extract::{IfMatch, JsonBody, etag, if_none_match};
-use super::problem::{Problem, ProblemKind, empty};
+use super::problem::{PROBLEM_JSON, Problem, ProblemKind, empty};
+use super::responses::{
+    InvalidParameter, JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
+};
 use super::teams::{Page, PageQuery, checked_key};
 use super::{ApiState, json_with};
 
@@ -30,12 +33,9 @@ fn environment_response(status: StatusCode, env: &Environment, location: bool) -
     responses(
         (status = 201, description = "Created", body = super::schema::EnvironmentDoc,
          headers(("ETag" = String), ("Location" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, StoreUnavailable,
     ))]
 pub async fn create(
     State(state): State<ApiState>,
@@ -50,8 +50,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/environments", tag = "environments", params(PageQuery),
     responses(
         (status = 200, description = "One page", body = super::schema::EnvironmentPageDoc),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, StoreUnavailable,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -67,8 +66,7 @@ pub async fn list(
     params(("name" = String, Path, description = "Environment name")),
     responses(
         (status = 200, description = "The environment", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
-        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchEnvironment, StoreUnavailable,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -86,13 +84,8 @@ pub async fn get(
     request_body = super::schema::EnvironmentSpecDoc,
     responses(
         (status = 200, description = "Replaced", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a name other than the path's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a name other than the path's", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
     ))]
 pub async fn replace(
     State(state): State<ApiState>,
@@ -124,9 +117,7 @@ pub async fn replace(
            ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
@@ -181,8 +172,7 @@ pub struct NamespaceQuery {
     responses(
         (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, StoreUnavailable,
     ))]
 pub async fn namespaces(
     State(state): State<ApiState>,

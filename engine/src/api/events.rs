@@ -10,7 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::media_type;
-use super::problem::{FieldProblem, Problem, ProblemKind};
+use super::problem::{FieldProblem, PROBLEM_JSON, Problem, ProblemKind};
+use super::responses::NatsUnavailable;
 use super::{ApiState, json_with};
 use crate::bus::{self, Names, codec};
 
@@ -57,10 +58,10 @@ pub struct AcceptedEvents {
     )),
     responses(
         (status = 202, description = "Stored in JetStream", body = AcceptedEvents),
-        (status = 400, description = "Not a valid CloudEvent, or malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a valid CloudEvent, or malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "Unsupported content type", body = Problem, content_type = PROBLEM_JSON),
+        NatsUnavailable,
     ))]
 pub async fn ingest(
     State(state): State<ApiState>,

@@ -14,6 +14,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod problem;
+pub mod responses;
 pub mod runs;
 pub mod schema;
 pub mod teams;

@@ -7,7 +7,8 @@ use cloudevents::Event;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::problem::{Problem, ProblemKind};
+use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
+use super::responses::{InvalidParameter, NatsUnavailable, NoSuchRun};
 use super::teams::PageQuery;
 use super::{ApiState, json_with};
 use crate::bus::{codec, publish_raw};
@@ -32,7 +33,7 @@ pub struct RunsQuery {
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -54,7 +55,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = super::schema::RunDetailDoc),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        NoSuchRun,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -83,9 +84,8 @@ pub struct Redriven {
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 202, description = "Re-drive published", body = Redriven),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The run is not failed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not failed", body = Problem, content_type = PROBLEM_JSON),
+        NoSuchRun, NatsUnavailable,
     ))]
 pub async fn retry(
     State(state): State<ApiState>,
@@ -135,8 +135,7 @@ async fn delete_dead_letter(state: &ApiState, seq: u64) -> Result<(), async_nats
     params(("limit" = Option<usize>, Query, description = "At most this many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
     responses(
         (status = 200, description = "Dead letters", body = super::schema::DlqListDoc),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, NatsUnavailable,
     ))]
 pub async fn dlq_list(
     State(state): State<ApiState>,
@@ -155,9 +154,9 @@ pub async fn dlq_list(
     params(("seq" = u64, Path, description = "DLQ stream sequence", minimum = 1)),
     responses(
         (status = 202, description = "Re-drive published", body = super::schema::PublishedDoc),
-        (status = 400, description = "Invalid sequence", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid sequence", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = PROBLEM_JSON),
+        NatsUnavailable,
     ))]
 pub async fn dlq_replay(
     State(state): State<ApiState>,

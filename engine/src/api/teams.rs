@@ -16,7 +16,11 @@ use workflows::records::{
 use workflows::sync_team::teardown_waiting;
 
 use super::extract::{IfMatch, JsonBody, etag, media_type, parse_json};
-use super::problem::{Problem, ProblemKind};
+use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
+use super::responses::{
+    InvalidParameter, JsonBodyProblems, NatsOrStoreUnavailable, NoSuchTeam, StaleIfMatch,
+    StoreUnavailable,
+};
 use super::{ApiState, DEFAULT_LIMIT, json_with};
 use crate::bus;
 use crate::journal::RunFilter;
@@ -85,12 +89,9 @@ fn team_response(status: StatusCode, team: &Team, location: bool) -> Response {
     responses(
         (status = 201, description = "Created", body = super::schema::TeamDoc,
          headers(("ETag" = String, description = "Resource version"), ("Location" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, StoreUnavailable,
     ))]
 pub async fn create(
     State(state): State<ApiState>,
@@ -105,8 +106,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/teams", tag = "teams", params(PageQuery),
     responses(
         (status = 200, description = "One page", body = super::schema::TeamPageDoc),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, StoreUnavailable,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -122,8 +122,7 @@ pub async fn list(
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 200, description = "The team", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchTeam, StoreUnavailable,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -141,14 +140,9 @@ pub async fn get(
     request_body = super::schema::TeamSpecDoc,
     responses(
         (status = 200, description = "Replaced", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The team is deleted", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a slug other than the path's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields, or a slug other than the path's", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable,
     ))]
 pub async fn replace(
     State(state): State<ApiState>,
@@ -190,14 +184,9 @@ fn slug_mismatch(path: &str, body: &str) -> Problem {
     request_body(content = super::schema::TeamPatchDoc, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "Patched", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The team is deleted", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The patched team is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The patched team is invalid", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable,
     ))]
 pub async fn patch(
     State(state): State<ApiState>,
@@ -245,9 +234,7 @@ pub async fn patch(
            ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
     responses(
         (status = 202, description = "Tombstoned; teardown follows", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchTeam, StaleIfMatch, StoreUnavailable,
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
@@ -266,8 +253,7 @@ pub async fn delete(
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchTeam, StoreUnavailable,
     ))]
 pub async fn namespaces(
     State(state): State<ApiState>,
@@ -293,8 +279,7 @@ pub struct LimitQuery {
     params(("slug" = String, Path, description = "Team slug"), LimitQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, NoSuchTeam,
     ))]
 pub async fn runs(
     State(state): State<ApiState>,
@@ -323,8 +308,7 @@ pub struct SyncAccepted {
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 202, description = "Sync requested", body = SyncAccepted),
-        (status = 404, description = "No such team", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS or the store unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSuchTeam, NatsOrStoreUnavailable,
     ))]
 pub async fn sync(
     State(state): State<ApiState>,
@@ -388,13 +372,10 @@ pub struct Purged {
                  description = "Optional; no body is `{\"force\": false}`"),
     responses(
         (status = 200, description = "Purged", body = Purged),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such team (or already purged)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The team is not deleted, or (without force) its teardown still waits for clusters; the detail lists them", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A body of the wrong shape", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such team (or already purged)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The team is not deleted, or (without force) its teardown still waits for clusters; the detail lists them", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "A body of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, StoreUnavailable,
     ))]
 pub async fn purge(
     State(state): State<ApiState>,

@@ -21,7 +21,8 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 use workflows::records::Team;
 
-use super::problem::{Problem, ProblemKind};
+use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
+use super::responses::NatsOrStoreUnavailable;
 use super::teams::TEAM_SYNC;
 use super::{ApiState, json_with};
 use crate::bus;
@@ -56,9 +57,9 @@ pub struct WebhookAccepted {
     ),
     responses(
         (status = 202, description = "Verified and enqueued (or ignored)", body = WebhookAccepted),
-        (status = 400, description = "Missing headers or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong signature, or webhooks not configured", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "NATS or the store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing headers or a body that is not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "Missing or wrong signature, or webhooks not configured", body = Problem, content_type = PROBLEM_JSON),
+        NatsOrStoreUnavailable,
     ))]
 pub async fn github(
     State(state): State<ApiState>,

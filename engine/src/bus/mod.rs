@@ -67,16 +67,7 @@ impl BusError {
     }
 }
 
-/// Whether `text` is dot-separated NATS subject tokens without wildcards or whitespace.
-pub fn is_token_path(text: &str) -> bool {
-    !text.is_empty()
-        && text.split('.').all(|token| {
-            !token.is_empty()
-                && token
-                    .chars()
-                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
-        })
-}
+pub use workflows::event::is_token_path;
 
 /// Names of every subject and stream, derived from the prefix.
 #[derive(Clone, Debug)]
