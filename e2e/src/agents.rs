@@ -37,19 +37,33 @@ pub struct AgentSpec<'a> {
     pub group_prefix: &'a str,
 }
 
+impl AgentSpec<'_> {
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.nats.url = Some(self.nats_url.to_owned());
+        config.agent.environment = Some(self.environment.to_owned());
+        config.agent.cluster = Some(self.cluster.to_owned());
+        config.agent.api_url = Some(self.api_url.to_owned());
+        config.agent.interval = self.interval;
+        config.agent.group_prefix = self.group_prefix.to_owned();
+        config
+    }
+}
+
 impl Agent {
     /// Starts the agent's loops against `client` and returns once its health routes listen.
     ///
     /// # Errors
     /// Invalid options or no port to listen on.
     pub async fn start(spec: AgentSpec<'_>, client: kube::Client) -> anyhow::Result<Agent> {
-        let mut config = Config::default();
-        config.nats.url = Some(spec.nats_url.to_owned());
-        config.agent.environment = Some(spec.environment.to_owned());
-        config.agent.cluster = Some(spec.cluster.to_owned());
-        config.agent.api_url = Some(spec.api_url.to_owned());
-        config.agent.interval = spec.interval;
-        config.agent.group_prefix = spec.group_prefix.to_owned();
+        Agent::start_with(spec.config(), client).await
+    }
+
+    /// Starts an agent with a whole configuration (`[agent]` and `[nats]` set).
+    ///
+    /// # Errors
+    /// Invalid options or no port to listen on.
+    pub async fn start_with(config: Config, client: kube::Client) -> anyhow::Result<Agent> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let health = format!("http://{}", listener.local_addr()?);
         let options = AgentOptions::from_config(&config)?;
@@ -66,6 +80,11 @@ impl Agent {
             shutdown.clone(),
         ));
         Ok(Agent { reconciler, health, shutdown, task })
+    }
+
+    /// The configuration `spec` gives, to adjust before [`Agent::start_with`].
+    pub fn config(spec: &AgentSpec<'_>) -> Config {
+        spec.config()
     }
 
     /// Waits until `/readyz` answers 200 (a full reconcile done, NATS bound).

@@ -456,3 +456,44 @@ async fn the_agent_command_loads_its_kubeconfig_and_stops_on_sigterm() -> anyhow
     assert!(log_text().contains("agent stopped"));
     Ok(())
 }
+
+/// Deleting many teams (or an environment) at once cannot empty a cluster: past the guard's
+/// hourly limit a deletion is held, reported `failed` with the reason, and the team waits.
+#[tokio::test]
+async fn the_deletion_guard_holds_namespace_deletions_past_its_limit() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let kube = FakeKube::start().await?;
+    s.post("/v1/environments", dev_environment(&["dev-1"])).await?;
+    let url = s.world.nats.url();
+    let spec = AgentSpec {
+        nats_url: &url,
+        api_url: &s.engine.api,
+        environment: "dev",
+        cluster: "dev-1",
+        interval: HOUR,
+        group_prefix: "",
+    };
+    let mut config = Agent::config(&spec);
+    config.agent.max_namespace_deletions_per_hour = 1;
+    let agent = Agent::start_with(config, kube.client()).await?;
+    agent.ready().await?;
+    for slug in ["alpha", "beta"] {
+        s.post("/v1/teams", team(slug)).await?;
+        wait_report(&s.engine.api, &format!("{slug}-dev"), "dev-1", "applied").await?;
+    }
+    s.delete("/v1/teams/alpha").await?;
+    wait_for("alpha's namespace to go", WAIT, || async {
+        kube.get(Kind::Namespace, None, "alpha-dev").is_none().then_some(())
+    })
+    .await?;
+    s.delete("/v1/teams/beta").await?;
+    let record = wait_report(&s.engine.api, "beta-dev", "dev-1", "failed").await?;
+    let message = record["clusters"]["dev-1"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("deletion guard"), "{message}");
+    let kept = kube.get(Kind::Namespace, None, "beta-dev").expect("held, not deleted");
+    assert!(kept["metadata"]["deletionTimestamp"].is_null());
+    let beta = s.http.get(format!("{}/v1/teams/beta", s.engine.api)).send().await?;
+    assert_eq!(beta.status(), StatusCode::OK, "the teardown waits");
+    agent.stop().await?;
+    Ok(())
+}

@@ -93,6 +93,10 @@ pub struct AgentConfig {
     /// `/readyz` fails when the last full reconcile finished longer ago than this.
     #[serde(with = "humantime_serde")]
     pub max_reconcile_age: Duration,
+    /// Deletion guard: at most this many namespaces deleted in any hour; a deletion past it is
+    /// held (reported `failed`, retried later) so that deleting an environment or many teams
+    /// at once cannot empty a cluster by surprise. 0 holds every deletion.
+    pub max_namespace_deletions_per_hour: usize,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +111,7 @@ impl Default for AgentConfig {
             force_conflicts: false,
             concurrency: 16,
             max_reconcile_age: Duration::from_secs(900),
+            max_namespace_deletions_per_hour: 10,
         }
     }
 }

@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         force_conflicts: false,
         concurrency: args.concurrency,
         max_reconcile_age: Duration::from_secs(3600),
+        max_deletions_per_hour: 10,
     };
     let reconciler =
         Reconciler::new(options, Arc::new(KubeCluster::new(kube.client())), Names::new("muster"));

@@ -63,6 +63,8 @@ pub struct AgentOptions {
     pub force_conflicts: bool,
     pub concurrency: usize,
     pub max_reconcile_age: Duration,
+    /// See `[agent] max-namespace-deletions-per-hour`.
+    pub max_deletions_per_hour: usize,
 }
 
 impl AgentOptions {
@@ -106,6 +108,7 @@ impl AgentOptions {
             force_conflicts: agent.force_conflicts,
             concurrency: agent.concurrency,
             max_reconcile_age: agent.max_reconcile_age,
+            max_deletions_per_hour: agent.max_namespace_deletions_per_hour,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Acting on plans: the full reconcile, one record at a time for the fast path, and reports.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use crate::bus::{self, Names};
 
 /// First retry delay of a failed full reconcile; doubles up to the interval.
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// The window of the deletion guard.
+const DELETION_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What one full reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -63,6 +65,8 @@ pub struct Reconciler {
     /// How many times each namespace was acted on, so a full reconcile can tell that the event
     /// path acted on a namespace after its observation (and observe it again).
     acted: Mutex<HashMap<String, u64>>,
+    /// When namespaces were deleted, for the deletion guard (the last hour's).
+    deletions: Mutex<VecDeque<Instant>>,
     /// Orphans already reported by this process (they have no record to hold the report).
     orphans_reported: Mutex<HashSet<String>>,
     last_full: RwLock<Option<(Instant, chrono::DateTime<Utc>)>>,
@@ -82,6 +86,7 @@ impl Reconciler {
             versions: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             acted: Mutex::new(HashMap::new()),
+            deletions: Mutex::new(VecDeque::new()),
             orphans_reported: Mutex::new(HashSet::new()),
             last_full: RwLock::new(None),
             last_error: RwLock::new(None),
@@ -204,6 +209,22 @@ impl Reconciler {
         }
     }
 
+    /// The deletion guard: whether another namespace may be deleted now (and if so, counts it).
+    fn may_delete_namespace(&self) -> bool {
+        let Ok(mut deletions) = self.deletions.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        while deletions.front().is_some_and(|t| now.duration_since(*t) > DELETION_WINDOW) {
+            deletions.pop_front();
+        }
+        if deletions.len() >= self.options.max_deletions_per_hour {
+            return false;
+        }
+        deletions.push_back(now);
+        true
+    }
+
     fn known_version(&self, namespace: &str) -> Option<u64> {
         self.versions.lock().ok().and_then(|v| v.get(namespace).copied())
     }
@@ -265,6 +286,21 @@ impl Reconciler {
                         done.object_version = applied.resource_version.clone();
                     }
                     (object.describe(), result.map(|_| ()))
+                }
+                Action::Delete { kind: ObjectKind::Namespace, name, .. }
+                    if !self.may_delete_namespace() =>
+                {
+                    self.metrics.action(ObjectKind::Namespace, "held");
+                    done.outcome = ClusterOutcome::Failed;
+                    done.message = Some(format!(
+                        "deletion guard: {} namespaces were deleted in the last hour \
+                         (agent.max-namespace-deletions-per-hour); namespace {name} is kept \
+                         for now and deleted when the hour allows, or raise the limit",
+                        self.options.max_deletions_per_hour
+                    ));
+                    warn!(namespace = %name, "namespace deletion held by the deletion guard");
+                    done.writes -= 1;
+                    break;
                 }
                 Action::Delete { kind, namespace, name } => {
                     let result = self.cluster.delete(*kind, namespace.as_deref(), name).await;
