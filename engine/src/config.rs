@@ -700,6 +700,17 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_configs_are_valid_configurations() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["config/agent.toml", "kind/manifests/engine.toml", "kind/manifests/agent.toml"]
+        {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let mut config = Config::default();
         config.nats.password = Some(Secret::new("hunter2"));
