@@ -50,8 +50,6 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Cluster(#[from] workflows::cluster::ClusterError),
 }
 
 /// What the agent runs with, checked.

@@ -48,6 +48,19 @@ struct Done {
     writes: usize,
 }
 
+/// What the agent knows of one namespace it acted on.
+#[derive(Default)]
+struct Tracked {
+    /// Held while acting: the full reconcile and the event path never act on one namespace at
+    /// once.
+    lock: Arc<AsyncMutex<()>>,
+    /// How many times it was acted on, so a full reconcile can tell that the event path acted
+    /// after the full observation (and observe it again).
+    acted: u64,
+    /// The newest record version acted on, so an older record never replaces a newer one.
+    version: Option<u64>,
+}
+
 /// The agent's state shared by its loops and its health endpoint.
 pub struct Reconciler {
     pub options: AgentOptions,
@@ -56,15 +69,8 @@ pub struct Reconciler {
     source: AsyncMutex<RecordsSource>,
     /// JetStream once the consumer connected; reports wait for it.
     js: RwLock<Option<Context>>,
-    /// Record versions acted on per namespace, so an older event is not applied over a newer
-    /// record.
-    versions: Mutex<BTreeMap<String, u64>>,
-    /// One lock per namespace: the full reconcile and the event path never act on the same
-    /// namespace at once.
-    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
-    /// How many times each namespace was acted on, so a full reconcile can tell that the event
-    /// path acted on a namespace after its observation (and observe it again).
-    acted: Mutex<HashMap<String, u64>>,
+    /// What the agent knows of each namespace it acted on.
+    tracked: Mutex<HashMap<String, Tracked>>,
     /// When namespaces were deleted, for the deletion guard (the last hour's).
     deletions: Mutex<VecDeque<Instant>>,
     /// Orphans already reported by this process (they have no record to hold the report).
@@ -83,9 +89,7 @@ impl Reconciler {
             names,
             source: AsyncMutex::new(source),
             js: RwLock::new(None),
-            versions: Mutex::new(BTreeMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            acted: Mutex::new(HashMap::new()),
+            tracked: Mutex::new(HashMap::new()),
             deletions: Mutex::new(VecDeque::new()),
             orphans_reported: Mutex::new(HashSet::new()),
             last_full: RwLock::new(None),
@@ -120,7 +124,11 @@ impl Reconciler {
     /// The API or the cluster could not be read (nothing was changed then).
     pub async fn reconcile_all(&self) -> Result<Summary, String> {
         let started = Instant::now();
-        let acted_before = self.acted.lock().map(|a| a.clone()).unwrap_or_default();
+        let acted_before: HashMap<String, u64> = self
+            .tracked
+            .lock()
+            .map(|t| t.iter().map(|(name, t)| (name.clone(), t.acted)).collect())
+            .unwrap_or_default();
         let (records, _changed) =
             self.source.lock().await.fetch().await.map_err(|e| e.to_string())?;
         let observed = self.cluster.observe_all().await.map_err(|e| e.to_string())?;
@@ -137,7 +145,7 @@ impl Reconciler {
                 let record = by_name.get(plan.namespace.as_str()).copied();
                 let plan = self.still_current(plan, record, acted_before).await?;
                 let done = self.carry_out(&plan).await;
-                self.acted(&plan.namespace);
+                self.acted(&plan.namespace, plan.record_version);
                 Some((plan, done))
             })
             .buffer_unordered(self.options.concurrency)
@@ -146,9 +154,6 @@ impl Reconciler {
         for (plan, done) in results.into_iter().flatten() {
             summary.writes += done.writes;
             *summary.outcomes.entry(done.outcome.to_string()).or_default() += 1;
-            if let Some(version) = plan.record_version {
-                self.remember(&plan.namespace, version);
-            }
             match self.report(&plan, &done, by_name.get(plan.namespace.as_str()).copied()).await {
                 Ok(true) => summary.reports += 1,
                 Ok(false) => {}
@@ -187,8 +192,7 @@ impl Reconciler {
             self.cluster.observe_namespace(&record.name).await.map_err(|e| e.to_string())?;
         let plan = plan_one(record, &observed, &self.options.settings);
         let done = self.carry_out(&plan).await;
-        self.acted(&record.name);
-        self.remember(&record.name, record.resource_version);
+        self.acted(&record.name, Some(record.resource_version));
         let _ = self.report(&plan, &done, Some(record)).await;
         match done.outcome {
             ClusterOutcome::Failed => Err(done.message.unwrap_or_default()),
@@ -197,15 +201,18 @@ impl Reconciler {
     }
 
     fn lock(&self, namespace: &str) -> Arc<AsyncMutex<()>> {
-        match self.locks.lock() {
-            Ok(mut locks) => locks.entry(namespace.to_owned()).or_default().clone(),
+        match self.tracked.lock() {
+            Ok(mut tracked) => tracked.entry(namespace.to_owned()).or_default().lock.clone(),
             Err(_) => Arc::new(AsyncMutex::new(())),
         }
     }
 
-    fn acted(&self, namespace: &str) {
-        if let Ok(mut acted) = self.acted.lock() {
-            *acted.entry(namespace.to_owned()).or_default() += 1;
+    /// Counts an action on `namespace` for the record `version` (none for an orphan).
+    fn acted(&self, namespace: &str, version: Option<u64>) {
+        if let Ok(mut tracked) = self.tracked.lock() {
+            let t = tracked.entry(namespace.to_owned()).or_default();
+            t.acted += 1;
+            t.version = t.version.max(version);
         }
     }
 
@@ -226,7 +233,7 @@ impl Reconciler {
     }
 
     fn known_version(&self, namespace: &str) -> Option<u64> {
-        self.versions.lock().ok().and_then(|v| v.get(namespace).copied())
+        self.tracked.lock().ok().and_then(|t| t.get(namespace).and_then(|t| t.version))
     }
 
     /// `plan` as a full reconcile made it, checked under the namespace's lock: `None` when the
@@ -244,20 +251,13 @@ impl Reconciler {
         if self.known_version(&record.name).is_some_and(|v| v > record.resource_version) {
             return None;
         }
-        let acted_now = self.acted.lock().ok().and_then(|a| a.get(&record.name).copied());
+        let acted_now = self.tracked.lock().ok().and_then(|t| t.get(&record.name).map(|t| t.acted));
         if acted_now == acted_before.get(&record.name).copied() {
             return Some(plan);
         }
         match self.cluster.observe_namespace(&record.name).await {
             Ok(observed) => Some(plan_one(record, &observed, &self.options.settings)),
             Err(_) => Some(plan),
-        }
-    }
-
-    fn remember(&self, namespace: &str, version: u64) {
-        if let Ok(mut versions) = self.versions.lock() {
-            let v = versions.entry(namespace.to_owned()).or_insert(version);
-            *v = (*v).max(version);
         }
     }
 
@@ -269,12 +269,11 @@ impl Reconciler {
             writes: 0,
         };
         for action in &plan.actions {
-            done.writes += 1;
             let (kind, result) = match action {
                 Action::Apply { object, current_version } => {
                     let result = self.cluster.apply(object, self.options.force_conflicts).await;
                     let label = match &result {
-                        Ok(applied) if current_version.is_none() => "created",
+                        Ok(_) if current_version.is_none() => "created",
                         Ok(applied) if applied.resource_version == *current_version => "unchanged",
                         Ok(_) => "updated",
                         Err(e) => error_label(e),
@@ -299,7 +298,6 @@ impl Reconciler {
                         self.options.max_deletions_per_hour
                     ));
                     warn!(namespace = %name, "namespace deletion held by the deletion guard");
-                    done.writes -= 1;
                     break;
                 }
                 Action::Delete { kind, namespace, name } => {
@@ -319,6 +317,7 @@ impl Reconciler {
                     (what, result.map(|_| ()))
                 }
             };
+            done.writes += 1;
             if let Err(e) = result {
                 done.outcome = match e {
                     ClusterError::FieldConflict(_) => ClusterOutcome::Conflict,
