@@ -66,7 +66,7 @@ async fn check_migrations_names_what_is_missing_until_migrated() {
         let store = migrating;
         match check {
             Err(MigrationError::Missing { missing }) => {
-                assert_eq!(missing, ["20261127000001 records"]);
+                assert_eq!(missing, ["20261127000001 records", "20261128215522 outbox actor"]);
             }
             other => panic!("expected Missing, got {other:?}"),
         }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use connectors::records::SledRecords;
-use workflows::records::{EnvironmentSpec, Records};
+use workflows::records::{Actor, EnvironmentSpec, Records};
 
 struct Sled;
 
@@ -33,8 +33,8 @@ async fn changes_survive_reopening_the_database() {
     {
         let db = sled::open(dir.path()).unwrap();
         let store = SledRecords::open(&db).unwrap();
-        store.create_team(conformance::team("payments")).await.unwrap();
-        store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+        store.create_team(conformance::team("payments"), &Actor::system()).await.unwrap();
+        store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
         store.upsert_namespace(conformance::namespace("payments", "dev")).await.unwrap();
     }
     let db = reopen(dir.path()).await;
@@ -52,7 +52,7 @@ async fn uses_only_records_trees() {
     let journal = db.open_tree("journal_runs").unwrap();
     journal.insert("run-1", "x").unwrap();
     let store = SledRecords::open(&db).unwrap();
-    store.create_team(conformance::team("payments")).await.unwrap();
+    store.create_team(conformance::team("payments"), &Actor::system()).await.unwrap();
     for name in db.tree_names() {
         let name = String::from_utf8(name.to_vec()).unwrap();
         assert!(

@@ -126,7 +126,21 @@ impl Agent {
 /// # Errors
 /// The API did not answer a list.
 pub async fn namespace_records(api: &str, query: &str) -> anyhow::Result<Vec<Value>> {
-    let body: Value = reqwest::get(format!("{api}/v1/namespaces?{query}")).await?.json().await?;
+    namespace_records_with(&reqwest::Client::new(), api, query).await
+}
+
+/// [`namespace_records`] with a given client (e.g. one that sends a bearer token). An error
+/// answer (a 401) is an error, not an empty list.
+///
+/// # Errors
+/// The API is unreachable, answers an error, or not JSON.
+pub async fn namespace_records_with(
+    http: &reqwest::Client,
+    api: &str,
+    query: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let response = http.get(format!("{api}/v1/namespaces?{query}")).send().await?;
+    let body: Value = response.error_for_status()?.json().await?;
     Ok(body["items"].as_array().cloned().unwrap_or_default())
 }
 
@@ -140,8 +154,22 @@ pub async fn wait_report(
     cluster: &str,
     outcome: &str,
 ) -> anyhow::Result<Value> {
+    wait_report_with(&reqwest::Client::new(), api, namespace, cluster, outcome).await
+}
+
+/// [`wait_report`] with a given client.
+///
+/// # Errors
+/// Not within the bound.
+pub async fn wait_report_with(
+    http: &reqwest::Client,
+    api: &str,
+    namespace: &str,
+    cluster: &str,
+    outcome: &str,
+) -> anyhow::Result<Value> {
     wait_for(&format!("{cluster} to report {namespace} {outcome}"), WAIT, || async {
-        let records = namespace_records(api, "").await.ok()?;
+        let records = namespace_records_with(http, api, "").await.ok()?;
         let record = records.into_iter().find(|r| r["name"] == namespace)?;
         (record["clusters"][cluster]["outcome"] == outcome).then_some(record)
     })

@@ -42,6 +42,15 @@ where
     }
 }
 
+/// A documented route's path with its parameters filled: `{seq}` with 1, every other with `key`.
+pub fn route_path(template: &str, key: &str) -> String {
+    template
+        .replace("{slug}", key)
+        .replace("{name}", key)
+        .replace("{id}", key)
+        .replace("{seq}", "1")
+}
+
 /// A test's world: a temp dir, a nats-server in it, and engine settings.
 pub struct World {
     pub dir: TempDir,

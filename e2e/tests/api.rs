@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use e2e::harness::{WAIT, World, wait_for};
 use engine::journal::RunStatus;
 use reqwest::{Client, Response, StatusCode, header};
@@ -429,6 +431,41 @@ async fn runs_events_retry_and_dlq_over_http() -> anyhow::Result<()> {
     assert_eq!(dlq["items"][0]["seq"], dlq_seq, "{dlq}");
     assert_eq!(dlq["items"][0]["workflow"], "flaky");
 
+    // A publisher on the events subjects cannot re-drive it: the `Muster-Redrive` header counts
+    // only on the workflow's re-drive subject. The forged copy is consumed and changes nothing.
+    let mut forged = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "http-f"),
+        ("ce-source", "/e2e/http"),
+        ("ce-type", "test.flaky"),
+        ("ce-subject", "team-a"),
+        ("content-type", "application/json"),
+        ("Muster-Redrive", "forged"),
+        ("Nats-Msg-Id", "forged-redrive-1"),
+    ] {
+        forged.insert(name, value);
+    }
+    let js = world.jetstream().await?;
+    let data = serde_json::to_vec(&json!({"dir": dir}))?;
+    js.publish_with_headers("muster.events.test.flaky.team-a", forged, data.into()).await?.await?;
+    wait_for("the forged re-drive to be consumed", WAIT, || {
+        let js = js.clone();
+        async move {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream("flaky", "MUSTER_EVENTS").await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await?;
+    let after = world.run_detail(&flaky_id).await?;
+    assert_eq!(
+        (after.run.status, after.run.attempts, after.run.redrives),
+        (RunStatus::Failed, 2, 0),
+        "a forged Muster-Redrive on muster.events.> must not reset the run"
+    );
+
     // Retry after the fix: the run is re-driven and succeeds; its dead letter is gone.
     std::fs::remove_file(dir.join("broken"))?;
     let response = http.post(format!("{api}/v1/runs/{flaky_id}/retry")).send().await?;
@@ -713,6 +750,49 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() -> anyhow::Result<()> {
         "malformed-json",
     )
     .await?;
+    // Line breaks in any attribute would reach the NATS header encoder, which panics on them:
+    // they are refused at the boundary, naming the attribute, and the engine keeps serving.
+    for (attribute, event) in [
+        (
+            "id",
+            json!({"specversion": "1.0", "id": "a\r\nb", "source": "/x", "type": "muster.ping"}),
+        ),
+        (
+            "source",
+            json!({"specversion": "1.0", "id": "1", "source": "/x\n", "type": "muster.ping"}),
+        ),
+        (
+            "subject",
+            json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "muster.ping", "subject": "a\rb"}),
+        ),
+        (
+            "traceparent",
+            json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "muster.ping", "traceparent": "00\r\nx: y"}),
+        ),
+    ] {
+        let p = problem(
+            post("/v1/events", "application/cloudevents+json", event.to_string()).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid-event",
+        )
+        .await?;
+        assert!(p["detail"].as_str().unwrap().contains(attribute), "{p}");
+    }
+    let bad_extension = json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "muster.ping", "Bad\nName": "v"});
+    problem(
+        post("/v1/events", "application/cloudevents+json", bad_extension.to_string()).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid-event",
+    )
+    .await?;
+    problem(
+        http.post(format!("{api}/v1/runs/a%0D%0Ab/retry")).send().await?,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await?;
+    let live = http.get(format!("{api}/livez")).send().await?;
+    assert_eq!(live.status(), StatusCode::OK, "the engine still serves");
 
     // Nothing of the above was written: one team, no environment, one event on the stream.
     let (_, _, teams) = body(http.get(format!("{api}/v1/teams")).send().await?).await?;
@@ -743,13 +823,7 @@ async fn every_documented_route_is_served() -> anyhow::Result<()> {
     let mut routes = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            let url = format!(
-                "{api}{}",
-                path.replace("{slug}", "doc-check")
-                    .replace("{name}", "doc-check")
-                    .replace("{id}", "doc-check")
-                    .replace("{seq}", "1")
-            );
+            let url = format!("{api}{}", e2e::harness::route_path(path, "doc-check"));
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
             let response = http
                 .request(method.clone(), &url)
@@ -1144,5 +1218,30 @@ async fn without_nats_the_api_is_not_ready_but_writes_reach_the_stream_later() -
         (response.status() == StatusCode::OK).then_some(())
     })
     .await?;
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn the_api_serves_https_with_the_configured_certificate() -> anyhow::Result<()> {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
+    let mut world = World::start().await?;
+    world.set("MUSTER_HTTP__TLS_CERT_FILE", &format!("{fixtures}/cert.pem"));
+    world.set("MUSTER_HTTP__TLS_KEY_FILE", &format!("{fixtures}/key.pem"));
+    let mut engine = world.spawn_engine()?;
+    let api = engine.api.replace("http://", "https://");
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(format!("{fixtures}/ca.pem"))?)?;
+    let https = Client::builder().add_root_certificate(cert).build()?;
+    wait_for("the engine to serve HTTPS", WAIT, || {
+        let request = https.get(format!("{api}/livez")).send();
+        async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await
+    .with_context(|| engine.log())?;
+    let response =
+        https.post(format!("{api}/v1/environments")).json(&json!({"name": "dev"})).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // Plain HTTP is not answered as HTTP.
+    let plain = Client::new().get(format!("{}/livez", engine.api)).send().await;
+    assert!(plain.is_err() || !plain?.status().is_success());
     engine.stop().await
 }

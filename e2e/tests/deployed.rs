@@ -5,24 +5,29 @@
 //! Against a deployment (what CircleCI's `e2e-kind` job runs, `scripts/e2e-kind`):
 //! `MUSTER_E2E_API_URL` (the engine's API), `MUSTER_E2E_KUBECONFIG` (the cluster),
 //! `MUSTER_E2E_ENVIRONMENT` (default `dev`) and `MUSTER_E2E_CLUSTER` (default `kind`), with the
-//! agent running in the cluster. Without them the same test runs here: a nats-server, the
-//! engine, the fake Kubernetes API and an agent in this process.
+//! agent running in the cluster, and `MUSTER_E2E_TOKEN`, an admin's bearer token, sent on every
+//! API request when set (a deployed engine authenticates its API). Without them the same test runs
+//! here: a nats-server, the engine (on loopback, without credentials), the fake Kubernetes API and
+//! an agent in this process.
 
 use std::time::Duration;
 
-use e2e::agents::{Agent, AgentSpec, wait_report};
+use e2e::agents::{Agent, AgentSpec, wait_report_with};
 use e2e::fake_kube::FakeKube;
 use e2e::harness::{EngineProcess, WAIT, World, wait_for};
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
 /// What the test runs against; the local parts are kept alive until it ends.
 struct Target {
     api: String,
+    /// Sends the API's bearer token, if there is one, on every request.
+    http: Client,
     kube: kube::Client,
     environment: String,
     cluster: String,
@@ -39,6 +44,7 @@ async fn target() -> anyhow::Result<Target> {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         return Ok(Target {
             api,
+            http: api_client(std::env::var("MUSTER_E2E_TOKEN").ok())?,
             kube: kube::Client::try_from(config)?,
             environment: var("MUSTER_E2E_ENVIRONMENT", "dev"),
             cluster: var("MUSTER_E2E_CLUSTER", "kind"),
@@ -63,6 +69,7 @@ async fn target() -> anyhow::Result<Target> {
     agent.ready().await?;
     Ok(Target {
         api: engine.api.clone(),
+        http: api_client(None)?,
         kube: fake.client(),
         environment: "dev".into(),
         cluster: "kind".into(),
@@ -70,10 +77,22 @@ async fn target() -> anyhow::Result<Target> {
     })
 }
 
+/// A client of the API that sends `Authorization: Bearer <token>` on every request when a token
+/// is given (never printed: the header value is marked sensitive).
+fn api_client(token: Option<String>) -> anyhow::Result<Client> {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token.filter(|t| !t.trim().is_empty()) {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    Ok(Client::builder().default_headers(headers).build()?)
+}
+
 #[tokio::test]
 async fn a_team_gets_its_namespace_and_its_deletion_removes_it() -> anyhow::Result<()> {
     let t = target().await?;
-    let http = Client::new();
+    let http = &t.http;
     let (env, cluster) = (t.environment.as_str(), t.cluster.as_str());
     // A fresh slug per run, so the test can run again against the same deployment.
     let slug = format!("e2e-{}", &ulid::Ulid::new().to_string().to_lowercase()[20..]);
@@ -115,7 +134,7 @@ async fn a_team_gets_its_namespace_and_its_deletion_removes_it() -> anyhow::Resu
     })
     .await?;
     assert_eq!(edit.role_ref.name, "edit");
-    wait_report(&t.api, &name, cluster, "applied").await?;
+    wait_report_with(http, &t.api, &name, cluster, "applied").await?;
 
     let response = http.delete(format!("{}/v1/teams/{slug}", t.api)).send().await?;
     anyhow::ensure!(response.status().is_success(), "{}", response.text().await?);

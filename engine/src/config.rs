@@ -35,6 +35,8 @@ const SECTIONS: &[&str] = &[
     "github",
     "sync",
     "agent",
+    "auth",
+    "authz",
 ];
 
 /// A secret string: readable by code, printed as `***` (shared with the connectors' config).
@@ -66,6 +68,46 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `engine agent`: the cluster agent of one environment in one cluster.
     pub agent: AgentConfig,
+    /// Who may call the HTTP API: bearer tokens and OIDC.
+    pub auth: crate::auth::AuthConfig,
+    /// What callers may do: the Rego policy and its data.
+    pub authz: AuthzConfig,
+}
+
+/// `[authz]`: the policy that decides what an authenticated caller may do.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthzConfig {
+    /// Members of these groups may do everything (`data.config.admin_groups` in the policy).
+    pub admin_groups: Vec<String>,
+    /// A directory of `*.rego` files (package `muster.authz`) used instead of the shipped
+    /// policy; `*_test.rego` files in it are tests (`engine policy test`).
+    pub policies: Option<PathBuf>,
+    /// Ask a remote OPA (`POST /v1/data/<path>`) instead of evaluating in process.
+    pub opa: Option<crate::policy::OpaConfig>,
+    /// Who may publish which CloudEvents on `POST /v1/events` (`data.config.publishers`).
+    pub publishers: Vec<crate::policy::Publisher>,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        Self {
+            admin_groups: vec!["muster-admins".into()],
+            policies: None,
+            opa: None,
+            publishers: Vec::new(),
+        }
+    }
+}
+
+impl AuthzConfig {
+    /// The data the policy reads as `data.config`.
+    pub fn policy_data(&self) -> crate::policy::PolicyData {
+        crate::policy::PolicyData {
+            admin_groups: self.admin_groups.clone(),
+            publishers: self.publishers.clone(),
+        }
+    }
 }
 
 /// `[agent]`: what one `engine agent` reconciles and how.
@@ -78,6 +120,9 @@ pub struct AgentConfig {
     pub cluster: Option<String>,
     /// Base URL of the engine's HTTP API, read for the full reconcile (`--api`).
     pub api_url: Option<String>,
+    /// File holding the bearer token for the API (e.g. a mounted Secret); unset:
+    /// `MUSTER_TOKEN`, else none.
+    pub api_token_file: Option<PathBuf>,
     /// Period of the full reconcile (besides the one at start).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -105,6 +150,7 @@ impl Default for AgentConfig {
             environment: None,
             cluster: None,
             api_url: None,
+            api_token_file: None,
             interval: Duration::from_secs(300),
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             group_prefix: String::new(),
@@ -156,6 +202,8 @@ impl Default for Config {
             github: connectors::github::GitHubConfig::default(),
             sync: SyncConfig::default(),
             agent: AgentConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            authz: AuthzConfig::default(),
             schedules: vec![ScheduleConfig::default()],
         }
     }
@@ -304,6 +352,10 @@ pub struct HttpConfig {
     /// How long one request may take before it is answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Serve HTTPS with this certificate chain (PEM); with `tls-key-file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -312,6 +364,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -562,6 +616,10 @@ impl Config {
         }
         ScheduleConfig::parse_all(&self.schedules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return invalid("http.tls-cert-file and http.tls-key-file go together");
+        }
         Ok(())
     }
 

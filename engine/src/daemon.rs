@@ -19,8 +19,10 @@ use workflows::resync::{Resync, SyncEnvironment};
 use workflows::sync_team::{SyncTeam, SyncTeamSettings};
 
 use crate::api::{self, AppState};
+use crate::auth::{AuthMode, Authenticator};
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
+use crate::policy::Authorizer;
 use crate::publisher::JetStreamPublisher;
 use crate::relay::Relay;
 use crate::runtime::{Engine, EngineError};
@@ -66,6 +68,18 @@ pub fn domain_workflows(
 pub enum DaemonError {
     #[error("cannot set up the GitHub client: {0}")]
     GitHub(String),
+    #[error(
+        "refusing to serve the API on {addr} without authentication: configure [[auth.tokens]], \
+         auth.tokens-file or [auth.oidc]; or listen on a loopback address; or set \
+         auth.mode = \"none\" if anyone who can reach {addr} may do anything"
+    )]
+    Unauthenticated { addr: SocketAddr },
+    #[error("cannot load the HTTPS certificate and key {0}")]
+    Tls(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("authorization policy: {0}")]
+    Policy(String),
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -87,20 +101,50 @@ pub struct Daemon {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     started: Instant,
+    authenticator: Option<Arc<Authenticator>>,
+    authorizer: Arc<dyn Authorizer>,
+    /// HTTPS, when `http.tls-cert-file` is set.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 impl Daemon {
-    /// Binds the HTTP listener, opens the store (PostgreSQL: connects and checks migrations
-    /// first), then starts the engine.
+    /// Sets up authentication and the policy, binds the HTTP listener, opens the store
+    /// (PostgreSQL: connects and checks migrations first), then starts the engine.
     ///
     /// # Errors
-    /// The address is taken, the store is unreachable or not migrated, or the engine cannot
-    /// start.
+    /// No credentials for a non-loopback address, an unusable tokens file, JWKS or policy, the
+    /// address is taken, the store is unreachable or not migrated, or the engine cannot start.
     pub async fn start(
         config: Config,
         workflows: Vec<Arc<dyn Workflow>>,
     ) -> Result<Self, DaemonError> {
         let addr = config.http.listen;
+        let authenticator = Authenticator::from_config(&config.auth)
+            .await
+            .map_err(|e| DaemonError::Auth(e.to_string()))?
+            .map(Arc::new);
+        match (&authenticator, config.auth.mode) {
+            (None, AuthMode::Auto) if !addr.ip().is_loopback() => {
+                return Err(DaemonError::Unauthenticated { addr });
+            }
+            (None, _) => {
+                warn!(%addr, "authentication is off: every caller of the API may do anything")
+            }
+            (Some(_), _) => {}
+        }
+        let authorizer = crate::policy::authorizer(&config.authz)
+            .map_err(|e| DaemonError::Policy(e.to_string()))?;
+        if authenticator.is_some() {
+            info!(policy = %authorizer.describe(), "API callers are authenticated and authorized");
+        }
+        let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.map_err(
+                    |e| DaemonError::Tls(format!("{} / {}: {e}", cert.display(), key.display())),
+                )?,
+            ),
+            _ => None,
+        };
         let listener =
             TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
         // Fail on a stale database before touching NATS.
@@ -118,7 +162,16 @@ impl Daemon {
         workflows.extend(domain_workflows(&config, &store, &publisher)?);
         let engine = Engine::start_with_db(config.clone(), workflows, db).await?;
         publisher.bind(engine.jetstream().clone(), engine.names().clone());
-        Ok(Self { engine, store, listener, metrics: Metrics::new(), started: Instant::now() })
+        Ok(Self {
+            engine,
+            store,
+            listener,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            authenticator,
+            authorizer,
+            tls,
+        })
     }
 
     /// The names of the workflows the daemon runs (the platform ones included).
@@ -166,6 +219,8 @@ impl Daemon {
                 .webhook_secret
                 .as_ref()
                 .map(|s| s.expose().to_owned()),
+            authenticator: self.authenticator.clone(),
+            authorizer: self.authorizer.clone(),
         });
         let relay = Relay::new(
             records,
@@ -182,12 +237,28 @@ impl Daemon {
         let addr = self.http_addr();
         let app = api::router(state, &config.http);
         let http_shutdown = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-                .await
-        });
-        info!(%addr, store = ?self.store.kind(), "HTTP API listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let http = match self.tls {
+            None => tokio::spawn(async move {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                    .await
+            }),
+            Some(tls) => {
+                let listener = self.listener.into_std().map_err(DaemonError::Serve)?;
+                let server =
+                    axum_server::from_tcp_rustls(listener, tls).map_err(DaemonError::Serve)?;
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                let grace = config.runtime.grace_period;
+                tokio::spawn(async move {
+                    http_shutdown.cancelled().await;
+                    stopper.graceful_shutdown(Some(grace));
+                });
+                tokio::spawn(server.handle(handle).serve(app.into_make_service()))
+            }
+        };
+        info!(%addr, scheme, store = ?self.store.kind(), "HTTP API listening");
         let outcome = self.engine.run(shutdown.clone()).await;
         shutdown.cancel();
         match http.await {

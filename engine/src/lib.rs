@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod fault;
 pub mod journal;
 pub mod metrics;
 pub mod natsd;
+pub mod policy;
 pub mod publisher;
 pub mod relay;
 pub mod runtime;

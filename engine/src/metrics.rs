@@ -4,7 +4,8 @@
 //! - `muster_http_requests_total{method,route,status}` and
 //!   `muster_http_request_duration_seconds{method,route}`;
 //! - `muster_outbox_depth`: record events waiting for the relay (as of its last pass, counted
-//!   up to 1000), `muster_outbox_published_total`, `muster_outbox_publish_errors_total`.
+//!   up to 1000), `muster_outbox_published_total`, `muster_outbox_publish_errors_total`;
+//! - `muster_authz_decisions_total{action,outcome}`: the policy's answers (`allow`, `deny`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -34,6 +35,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     pub method: String,
     pub route: String,
@@ -48,6 +55,7 @@ pub struct Metrics {
     pub outbox_depth: Gauge<i64, AtomicI64>,
     pub outbox_published: Counter,
     pub outbox_errors: Counter,
+    pub authz_decisions: Family<DecisionLabels, Counter>,
 }
 
 impl Metrics {
@@ -91,8 +99,15 @@ impl Metrics {
             "Failed attempts to publish a record event",
             outbox_errors.clone(),
         );
+        let authz_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions of the policy, by action and outcome",
+            authz_decisions.clone(),
+        );
         Arc::new(Self {
             registry,
+            authz_decisions,
             runs_finished,
             http_requests,
             http_latency,
@@ -100,6 +115,17 @@ impl Metrics {
             outbox_published,
             outbox_errors,
         })
+    }
+
+    /// Counts one authorization decision.
+    pub fn count_decision(&self, action: &str, allow: bool) {
+        let outcome = if allow { "allow" } else { "deny" };
+        self.authz_decisions
+            .get_or_create(&DecisionLabels {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

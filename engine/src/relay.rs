@@ -3,7 +3,9 @@
 //!
 //! Each event becomes a CloudEvent in binary mode: `id` = the outbox id (a ULID), `source` =
 //! [`SOURCE`], `type` = the outbox event type (`muster.team.created`, …), `subject` = the team
-//! slug or environment name, `time` = when the change was stored, `data` = the record.
+//! slug or environment name, `time` = when the change was stored, `data` = the record, and
+//! the auth context extensions `authtype` and `authid` naming who made the change (absent on
+//! events stored before the outbox recorded it).
 //!
 //! # Guarantees
 //! - An event is removed from the outbox only after JetStream acknowledged it (PubAck), so a
@@ -60,15 +62,19 @@ pub enum RelayError {
 /// # Errors
 /// The event type is not a valid CloudEvent (the store only writes known types).
 pub fn cloud_event(event: &OutboxEvent) -> Result<Event, RelayError> {
-    EventBuilderV10::new()
+    let mut builder = EventBuilderV10::new()
         .id(event.id.clone())
         .source(SOURCE)
         .ty(event.event_type.clone())
         .subject(event.subject.clone())
         .time(event.created_at)
-        .data("application/json", event.data.clone())
-        .build()
-        .map_err(|e| RelayError::Encode { id: event.id.clone(), reason: e.to_string() })
+        .data("application/json", event.data.clone());
+    if let Some(actor) = &event.actor {
+        builder = builder
+            .extension("authtype", actor.kind.as_str())
+            .extension("authid", actor.id.as_str());
+    }
+    builder.build().map_err(|e| RelayError::Encode { id: event.id.clone(), reason: e.to_string() })
 }
 
 /// Publishes the outbox to JetStream.
@@ -188,22 +194,35 @@ impl Relay {
 mod tests {
     use super::*;
     use cloudevents::AttributesReader;
+    use workflows::records::Actor;
 
-    #[test]
-    fn outbox_events_become_cloud_events_with_their_id() {
-        let event = OutboxEvent {
+    fn team_created(actor: Option<Actor>) -> OutboxEvent {
+        OutboxEvent {
             id: "01JABCDEF".into(),
             event_type: "muster.team.created".into(),
             subject: "payments".into(),
             data: serde_json::json!({"slug": "payments"}),
             created_at: chrono::Utc::now(),
-        };
-        let cloud = cloud_event(&event).unwrap();
+            actor,
+        }
+    }
+
+    #[test]
+    fn outbox_events_become_cloud_events_with_their_id() {
+        let cloud = cloud_event(&team_created(None)).unwrap();
         assert_eq!(cloud.id(), "01JABCDEF");
         assert_eq!(cloud.source().as_str(), SOURCE);
         assert_eq!(cloud.ty(), "muster.team.created");
         assert_eq!(cloud.subject(), Some("payments"));
         let names = Names::new("muster");
         assert_eq!(names.event_subject(&cloud), "muster.events.muster.team.created.payments");
+        assert!(cloud.extension("authid").is_none(), "no actor, no auth context");
+    }
+
+    #[test]
+    fn the_actor_becomes_the_auth_context() {
+        let cloud = cloud_event(&team_created(Some(Actor::new("user", "bob")))).unwrap();
+        assert_eq!(cloud.extension("authtype").map(ToString::to_string).as_deref(), Some("user"));
+        assert_eq!(cloud.extension("authid").map(ToString::to_string).as_deref(), Some("bob"));
     }
 }

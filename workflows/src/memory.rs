@@ -19,7 +19,7 @@ use crate::github::{
 };
 use crate::publisher::{Published, Publisher};
 use crate::records::{
-    Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
+    Actor, Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
     NamespaceSpec, NamespaceState, OutboxEvent, Page, RecordKind, Records, RecordsError,
     RecordsResult, Team, TeamSpec, TeamStatus, page_size,
 };
@@ -127,7 +127,7 @@ impl Records for MemoryRecords {
         page(&s.teams, after, limit)
     }
 
-    async fn create_team(&self, spec: TeamSpec) -> RecordsResult<Team> {
+    async fn create_team(&self, spec: TeamSpec, actor: &Actor) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
         let mut s = lock(&self.state);
         s.injected()?;
@@ -137,7 +137,7 @@ impl Records for MemoryRecords {
         let now = Utc::now();
         let team = Team::new(spec, now);
         s.teams.insert(team.slug().to_owned(), team.clone());
-        s.announce(|id| OutboxEvent::team(id, Change::Created, &team, now));
+        s.announce(|id| OutboxEvent::team(id, Change::Created, &team, actor, now));
         Ok(team)
     }
 
@@ -145,6 +145,7 @@ impl Records for MemoryRecords {
         &self,
         spec: TeamSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
         let mut s = lock(&self.state);
@@ -165,11 +166,16 @@ impl Records for MemoryRecords {
         let now = Utc::now();
         let next = current.updated(spec, now);
         s.teams.insert(next.slug().to_owned(), next.clone());
-        s.announce(|id| OutboxEvent::team(id, Change::Updated, &next, now));
+        s.announce(|id| OutboxEvent::team(id, Change::Updated, &next, actor, now));
         Ok(next)
     }
 
-    async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team> {
+    async fn delete_team(
+        &self,
+        slug: &str,
+        expected_version: Option<u64>,
+        actor: &Actor,
+    ) -> RecordsResult<Team> {
         let mut s = lock(&self.state);
         s.injected()?;
         let current =
@@ -186,7 +192,7 @@ impl Records for MemoryRecords {
         let now = Utc::now();
         let next = current.tombstoned(now);
         s.teams.insert(slug.to_owned(), next.clone());
-        s.announce(|id| OutboxEvent::team(id, Change::Deleted, &next, now));
+        s.announce(|id| OutboxEvent::team(id, Change::Deleted, &next, actor, now));
         Ok(next)
     }
 
@@ -235,7 +241,11 @@ impl Records for MemoryRecords {
         page(&s.environments, after, limit)
     }
 
-    async fn create_environment(&self, spec: EnvironmentSpec) -> RecordsResult<Environment> {
+    async fn create_environment(
+        &self,
+        spec: EnvironmentSpec,
+        actor: &Actor,
+    ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
         let mut s = lock(&self.state);
         s.injected()?;
@@ -245,7 +255,7 @@ impl Records for MemoryRecords {
         let now = Utc::now();
         let env = Environment::new(spec, now);
         s.environments.insert(env.name().to_owned(), env.clone());
-        s.announce(|id| OutboxEvent::environment(id, Change::Created, &env, now));
+        s.announce(|id| OutboxEvent::environment(id, Change::Created, &env, actor, now));
         Ok(env)
     }
 
@@ -253,6 +263,7 @@ impl Records for MemoryRecords {
         &self,
         spec: EnvironmentSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
         let mut s = lock(&self.state);
@@ -270,7 +281,7 @@ impl Records for MemoryRecords {
         let now = Utc::now();
         let next = current.updated(spec, now);
         s.environments.insert(next.name().to_owned(), next.clone());
-        s.announce(|id| OutboxEvent::environment(id, Change::Updated, &next, now));
+        s.announce(|id| OutboxEvent::environment(id, Change::Updated, &next, actor, now));
         Ok(next)
     }
 
@@ -278,6 +289,7 @@ impl Records for MemoryRecords {
         &self,
         name: &str,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         let mut s = lock(&self.state);
         s.injected()?;
@@ -294,7 +306,7 @@ impl Records for MemoryRecords {
         )?;
         s.environments.remove(name);
         let now = Utc::now();
-        s.announce(|id| OutboxEvent::environment(id, Change::Deleted, &current, now));
+        s.announce(|id| OutboxEvent::environment(id, Change::Deleted, &current, actor, now));
         Ok(current)
     }
 

@@ -254,7 +254,7 @@ impl Workflow for SyncEnvironment {
 mod tests {
     use super::*;
     use crate::memory::{MemoryJournal, MemoryPublisher, MemoryRecords};
-    use crate::records::TeamSpec;
+    use crate::records::{Actor, TeamSpec};
     use std::collections::BTreeSet;
 
     fn team(slug: &str) -> TeamSpec {
@@ -273,7 +273,7 @@ mod tests {
     async fn store_with(teams: usize) -> MemoryRecords {
         let records = MemoryRecords::new();
         for i in 0..teams {
-            records.create_team(team(&format!("team-{i:03}"))).await.unwrap();
+            records.create_team(team(&format!("team-{i:03}")), &Actor::system()).await.unwrap();
         }
         records
     }
@@ -351,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn tombstoned_teams_are_resynced_and_an_empty_store_is_one_batch() {
         let records = store_with(2).await;
-        records.delete_team("team-001", None).await.unwrap();
+        records.delete_team("team-001", None, &Actor::system()).await.unwrap();
         let publisher = MemoryPublisher::new();
         let resync = Resync::new(Arc::new(records), Arc::new(publisher.clone()));
         let mut ctx = RunContext::new("r", 1, Box::new(MemoryJournal::new()));

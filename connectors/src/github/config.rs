@@ -166,6 +166,12 @@ impl GitHubConfig {
         if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
             return err("token", "is empty");
         }
+        if self.webhook_secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+            return err(
+                "webhook-secret",
+                "is empty: anyone could sign webhooks with it; set a random secret or none",
+            );
+        }
         if self.credentials() != Credentials::None {
             let org_ok = !self.org.is_empty()
                 && self.org.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -222,7 +228,7 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_named() {
-        let cases: [(GitHubConfig, &str); 6] = [
+        let cases: [(GitHubConfig, &str); 7] = [
             (with(|c| c.api_url = "ftp://x".into()), "api-url"),
             (with(|c| c.max_removal_fraction = 1.5), "max-removal-fraction"),
             (with(|c| c.app_id = Some(1)), "app-id"),
@@ -243,6 +249,7 @@ mod tests {
                 "org",
             ),
             (with(|c| c.write_interval = Duration::from_secs(61)), "write-interval"),
+            (with(|c| c.webhook_secret = Some(Secret::new(""))), "webhook-secret"),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().unwrap_err().key, key, "{config:?}");

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use workflows::records::{
-    Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
+    Actor, Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
     NamespaceSpec, NamespaceState, OutboxEvent, Page, RecordKind, Records, RecordsError,
     RecordsResult, Team, TeamSpec, TeamStatus, page_size,
 };
@@ -182,14 +182,15 @@ async fn locked_doc<T: DeserializeOwned + Send + Unpin + 'static>(
 
 async fn append(tx: &mut Tx, event: &OutboxEvent) -> RecordsResult<()> {
     sqlx::query(
-        "INSERT INTO outbox (id, event_type, subject, data, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO outbox (id, event_type, subject, data, created_at, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&event.id)
     .bind(&event.event_type)
     .bind(&event.subject)
     .bind(Json(&event.data))
     .bind(event.created_at)
+    .bind(event.actor.as_ref().map(Json))
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
@@ -264,7 +265,7 @@ impl Records for PgRecords {
         Ok(paginate(rows, limit, |t| t.slug().to_owned()))
     }
 
-    async fn create_team(&self, spec: TeamSpec) -> RecordsResult<Team> {
+    async fn create_team(&self, spec: TeamSpec, actor: &Actor) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
         let now = Utc::now();
         let team = Team::new(spec, now);
@@ -282,7 +283,8 @@ impl Records for PgRecords {
         if inserted.rows_affected() == 0 {
             return Err(RecordsError::already_exists(RecordKind::Team, team.slug()));
         }
-        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Created, &team, now)).await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Created, &team, actor, now))
+            .await?;
         commit(tx).await?;
         Ok(team)
     }
@@ -291,6 +293,7 @@ impl Records for PgRecords {
         &self,
         spec: TeamSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
         let mut tx = self.begin().await?;
@@ -320,12 +323,18 @@ impl Records for PgRecords {
             Some(None),
         )
         .await?;
-        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Updated, &next, now)).await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Updated, &next, actor, now))
+            .await?;
         commit(tx).await?;
         Ok(next)
     }
 
-    async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team> {
+    async fn delete_team(
+        &self,
+        slug: &str,
+        expected_version: Option<u64>,
+        actor: &Actor,
+    ) -> RecordsResult<Team> {
         let mut tx = self.begin().await?;
         let current: Team =
             locked_doc(&mut tx, "SELECT doc FROM teams WHERE slug = $1 FOR UPDATE", &[slug])
@@ -353,7 +362,8 @@ impl Records for PgRecords {
             Some(next.deleted_at),
         )
         .await?;
-        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Deleted, &next, now)).await?;
+        append(&mut tx, &OutboxEvent::team(new_event_id(), Change::Deleted, &next, actor, now))
+            .await?;
         commit(tx).await?;
         Ok(next)
     }
@@ -433,7 +443,11 @@ impl Records for PgRecords {
         Ok(paginate(rows, limit, |e| e.name().to_owned()))
     }
 
-    async fn create_environment(&self, spec: EnvironmentSpec) -> RecordsResult<Environment> {
+    async fn create_environment(
+        &self,
+        spec: EnvironmentSpec,
+        actor: &Actor,
+    ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
         let now = Utc::now();
         let env = Environment::new(spec, now);
@@ -451,8 +465,11 @@ impl Records for PgRecords {
         if inserted.rows_affected() == 0 {
             return Err(RecordsError::already_exists(RecordKind::Environment, env.name()));
         }
-        append(&mut tx, &OutboxEvent::environment(new_event_id(), Change::Created, &env, now))
-            .await?;
+        append(
+            &mut tx,
+            &OutboxEvent::environment(new_event_id(), Change::Created, &env, actor, now),
+        )
+        .await?;
         commit(tx).await?;
         Ok(env)
     }
@@ -461,6 +478,7 @@ impl Records for PgRecords {
         &self,
         spec: EnvironmentSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
         let mut tx = self.begin().await?;
@@ -490,8 +508,11 @@ impl Records for PgRecords {
             None,
         )
         .await?;
-        append(&mut tx, &OutboxEvent::environment(new_event_id(), Change::Updated, &next, now))
-            .await?;
+        append(
+            &mut tx,
+            &OutboxEvent::environment(new_event_id(), Change::Updated, &next, actor, now),
+        )
+        .await?;
         commit(tx).await?;
         Ok(next)
     }
@@ -500,6 +521,7 @@ impl Records for PgRecords {
         &self,
         name: &str,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         let mut tx = self.begin().await?;
         let current: Environment =
@@ -520,7 +542,7 @@ impl Records for PgRecords {
             .map_err(backend)?;
         append(
             &mut tx,
-            &OutboxEvent::environment(new_event_id(), Change::Deleted, &current, Utc::now()),
+            &OutboxEvent::environment(new_event_id(), Change::Deleted, &current, actor, Utc::now()),
         )
         .await?;
         commit(tx).await?;
@@ -614,7 +636,8 @@ impl Records for PgRecords {
 
     async fn outbox_pending(&self, limit: usize) -> RecordsResult<Vec<OutboxEvent>> {
         let rows = sqlx::query(
-            "SELECT id, event_type, subject, data, created_at FROM outbox ORDER BY seq LIMIT $1",
+            "SELECT id, event_type, subject, data, created_at, actor FROM outbox \
+             ORDER BY seq LIMIT $1",
         )
         .bind(to_db_limit(page_size(limit)))
         .fetch_all(&self.pool)
@@ -628,6 +651,7 @@ impl Records for PgRecords {
                     subject: row.try_get("subject")?,
                     data: row.try_get::<Json<serde_json::Value>, _>("data")?.0,
                     created_at: row.try_get("created_at")?,
+                    actor: row.try_get::<Option<Json<Actor>>, _>("actor")?.map(|Json(a)| a),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

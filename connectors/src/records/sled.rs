@@ -23,7 +23,7 @@ use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use workflows::records::{
-    Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
+    Actor, Change, ClusterStatus, Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord,
     NamespaceSpec, NamespaceState, OutboxEvent, Page, RecordKind, Records, RecordsError,
     RecordsResult, Team, TeamSpec, TeamStatus, page_size,
 };
@@ -174,13 +174,14 @@ impl Records for SledRecords {
         self.blocking(move |s| Inner::page(&s.teams, after.as_deref(), limit, Team::slug)).await
     }
 
-    async fn create_team(&self, spec: TeamSpec) -> RecordsResult<Team> {
+    async fn create_team(&self, spec: TeamSpec, actor: &Actor) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
                 let team = Team::new(spec, now);
-                let event = OutboxEvent::team(new_event_id(), Change::Created, &team, now);
+                let event = OutboxEvent::team(new_event_id(), Change::Created, &team, &actor, now);
                 let key = team.slug().as_bytes();
                 (&s.teams, &s.outbox, &s.outbox_ids)
                     .transaction(|(teams, outbox, ids)| {
@@ -204,8 +205,10 @@ impl Records for SledRecords {
         &self,
         spec: TeamSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Team> {
         RecordsError::validated(RecordKind::Team, spec.validate())?;
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
@@ -234,8 +237,13 @@ impl Records for SledRecords {
                         .map_err(ConflictableTransactionError::Abort)?;
                         let next = current.updated(spec.clone(), now);
                         tx_put(teams, key, &next)?;
-                        let event =
-                            OutboxEvent::team(event_id.clone(), Change::Updated, &next, now);
+                        let event = OutboxEvent::team(
+                            event_id.clone(),
+                            Change::Updated,
+                            &next,
+                            &actor,
+                            now,
+                        );
                         append(outbox, ids, &event)?;
                         Ok(next)
                     })
@@ -245,8 +253,14 @@ impl Records for SledRecords {
         .await
     }
 
-    async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team> {
+    async fn delete_team(
+        &self,
+        slug: &str,
+        expected_version: Option<u64>,
+        actor: &Actor,
+    ) -> RecordsResult<Team> {
         let slug = slug.to_owned();
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
@@ -272,8 +286,13 @@ impl Records for SledRecords {
                         }
                         let next = current.tombstoned(now);
                         tx_put(teams, key, &next)?;
-                        let event =
-                            OutboxEvent::team(event_id.clone(), Change::Deleted, &next, now);
+                        let event = OutboxEvent::team(
+                            event_id.clone(),
+                            Change::Deleted,
+                            &next,
+                            &actor,
+                            now,
+                        );
                         append(outbox, ids, &event)?;
                         Ok(next)
                     })
@@ -365,13 +384,19 @@ impl Records for SledRecords {
         .await
     }
 
-    async fn create_environment(&self, spec: EnvironmentSpec) -> RecordsResult<Environment> {
+    async fn create_environment(
+        &self,
+        spec: EnvironmentSpec,
+        actor: &Actor,
+    ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
                 let env = Environment::new(spec, now);
-                let event = OutboxEvent::environment(new_event_id(), Change::Created, &env, now);
+                let event =
+                    OutboxEvent::environment(new_event_id(), Change::Created, &env, &actor, now);
                 let key = env.name().as_bytes();
                 (&s.environments, &s.outbox, &s.outbox_ids)
                     .transaction(|(envs, outbox, ids)| {
@@ -395,8 +420,10 @@ impl Records for SledRecords {
         &self,
         spec: EnvironmentSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         RecordsError::validated(RecordKind::Environment, spec.validate())?;
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
@@ -419,8 +446,13 @@ impl Records for SledRecords {
                         .map_err(ConflictableTransactionError::Abort)?;
                         let next = current.updated(spec.clone(), now);
                         tx_put(envs, key, &next)?;
-                        let event =
-                            OutboxEvent::environment(event_id.clone(), Change::Updated, &next, now);
+                        let event = OutboxEvent::environment(
+                            event_id.clone(),
+                            Change::Updated,
+                            &next,
+                            &actor,
+                            now,
+                        );
                         append(outbox, ids, &event)?;
                         Ok(next)
                     })
@@ -434,8 +466,10 @@ impl Records for SledRecords {
         &self,
         name: &str,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment> {
         let name = name.to_owned();
+        let actor = actor.clone();
         self.blocking(move |s| {
             s.mutate(|s| {
                 let now = Utc::now();
@@ -461,6 +495,7 @@ impl Records for SledRecords {
                             event_id.clone(),
                             Change::Deleted,
                             &current,
+                            &actor,
                             now,
                         );
                         append(outbox, ids, &event)?;

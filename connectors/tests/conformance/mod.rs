@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use workflows::records::{
-    ClusterOutcome, ClusterStatus, EnvironmentSpec, GitHubLink, NamespaceFilter, NamespaceSpec,
-    NamespaceState, RecordKind, Records, RecordsError, RoleBinding, SyncMark, TeamSpec, TeamStatus,
+    Actor, ClusterOutcome, ClusterStatus, EnvironmentSpec, GitHubLink, NamespaceFilter,
+    NamespaceSpec, NamespaceState, RecordKind, Records, RecordsError, RoleBinding, SyncMark,
+    TeamSpec, TeamStatus,
 };
 
 pub type Store = Arc<dyn Records>;
@@ -29,6 +30,7 @@ macro_rules! conformance_suite {
             namespace_records_upsert_list_and_state,
             namespace_name_collisions_are_refused,
             outbox_follows_every_change_in_order,
+            outbox_events_name_who_made_each_change,
             invalid_records_write_nothing,
             concurrent_writers_are_serialised,
             team_status_is_not_a_change
@@ -93,7 +95,7 @@ fn ev(event_type: &str, subject: &str, version: u64) -> (String, String, u64) {
 pub async fn teams_create_get_and_paginate(store: Store) {
     let slugs = ["golf", "alpha", "echo", "charlie", "bravo", "foxtrot", "delta"];
     for slug in slugs {
-        let created = store.create_team(team(slug)).await.unwrap();
+        let created = store.create_team(team(slug), &Actor::system()).await.unwrap();
         assert_eq!(created.resource_version, 1);
         assert_eq!(created.created_at, created.updated_at);
         assert!(created.deleted_at.is_none());
@@ -135,10 +137,10 @@ pub async fn teams_create_get_and_paginate(store: Store) {
 }
 
 pub async fn duplicate_create_is_already_exists(store: Store) {
-    store.create_team(team("payments")).await.unwrap();
+    store.create_team(team("payments"), &Actor::system()).await.unwrap();
     let mut other = team("payments");
     other.name = "Someone else".into();
-    match store.create_team(other).await {
+    match store.create_team(other, &Actor::system()).await {
         Err(RecordsError::AlreadyExists { kind: RecordKind::Team, key }) => {
             assert_eq!(key, "payments")
         }
@@ -146,8 +148,8 @@ pub async fn duplicate_create_is_already_exists(store: Store) {
     }
     assert_eq!(store.get_team("payments").await.unwrap().spec.name, "Team payments");
 
-    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
-    let again = store.create_environment(EnvironmentSpec::named("dev")).await;
+    store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
+    let again = store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await;
     assert!(
         matches!(again, Err(RecordsError::AlreadyExists { kind: RecordKind::Environment, .. })),
         "{again:?}"
@@ -159,14 +161,17 @@ pub async fn duplicate_create_is_already_exists(store: Store) {
 }
 
 pub async fn stale_update_is_a_conflict_and_writes_nothing(store: Store) {
-    store.create_team(team("payments")).await.unwrap();
+    store.create_team(team("payments"), &Actor::system()).await.unwrap();
     let mut first = team("payments");
     first.description = "first".into();
-    assert_eq!(store.update_team(first, Some(1)).await.unwrap().resource_version, 2);
+    assert_eq!(
+        store.update_team(first, Some(1), &Actor::system()).await.unwrap().resource_version,
+        2
+    );
 
     let mut stale = team("payments");
     stale.description = "stale".into();
-    match store.update_team(stale, Some(1)).await {
+    match store.update_team(stale, Some(1), &Actor::system()).await {
         Err(RecordsError::VersionConflict { expected, current, .. }) => {
             assert_eq!((expected, current), (1, 2))
         }
@@ -176,7 +181,7 @@ pub async fn stale_update_is_a_conflict_and_writes_nothing(store: Store) {
     assert_eq!(stored.spec.description, "first");
     assert_eq!(stored.resource_version, 2);
 
-    let delete = store.delete_team("payments", Some(1)).await;
+    let delete = store.delete_team("payments", Some(1), &Actor::system()).await;
     assert!(matches!(delete, Err(RecordsError::VersionConflict { current: 2, .. })), "{delete:?}");
     assert!(!store.get_team("payments").await.unwrap().is_deleted());
 
@@ -187,17 +192,17 @@ pub async fn stale_update_is_a_conflict_and_writes_nothing(store: Store) {
 }
 
 pub async fn update_bumps_resource_version(store: Store) {
-    let created = store.create_team(team("payments")).await.unwrap();
+    let created = store.create_team(team("payments"), &Actor::system()).await.unwrap();
     let mut spec = team("payments");
     spec.members.push("dave".into());
     spec.labels.insert("cost-center".into(), "cc-42".into());
-    let updated = store.update_team(spec.clone(), None).await.unwrap();
+    let updated = store.update_team(spec.clone(), None, &Actor::system()).await.unwrap();
     assert_eq!(updated.resource_version, 2);
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at >= created.updated_at);
     assert_eq!(updated.spec, spec);
     // An unchanged spec is still a change: the version moves on and it is announced.
-    let again = store.update_team(spec, Some(2)).await.unwrap();
+    let again = store.update_team(spec, Some(2), &Actor::system()).await.unwrap();
     assert_eq!(again.resource_version, 3);
     assert_eq!(store.get_team("payments").await.unwrap(), again);
     assert_eq!(outbox(&store).await.len(), 3);
@@ -206,14 +211,17 @@ pub async fn update_bumps_resource_version(store: Store) {
 pub async fn missing_records_are_not_found(store: Store) {
     let not_found = |r: &Result<_, RecordsError>| matches!(r, Err(RecordsError::NotFound { .. }));
     assert!(not_found(&store.get_team("ghost").await.map(drop)));
-    assert!(not_found(&store.update_team(team("ghost"), None).await.map(drop)));
-    assert!(not_found(&store.delete_team("ghost", None).await.map(drop)));
+    assert!(not_found(&store.update_team(team("ghost"), None, &Actor::system()).await.map(drop)));
+    assert!(not_found(&store.delete_team("ghost", None, &Actor::system()).await.map(drop)));
     assert!(!store.purge_team("ghost").await.unwrap());
     assert!(not_found(&store.get_environment("ghost").await.map(drop)));
     assert!(not_found(
-        &store.update_environment(EnvironmentSpec::named("ghost"), None).await.map(drop)
+        &store
+            .update_environment(EnvironmentSpec::named("ghost"), None, &Actor::system())
+            .await
+            .map(drop)
     ));
-    assert!(not_found(&store.delete_environment("ghost", None).await.map(drop)));
+    assert!(not_found(&store.delete_environment("ghost", None, &Actor::system()).await.map(drop)));
     assert!(not_found(&store.get_namespace("ghost", "dev").await.map(drop)));
     assert!(not_found(
         &store.set_namespace_state("ghost", "dev", NamespaceState::Deleting).await.map(drop)
@@ -228,27 +236,27 @@ pub async fn missing_records_are_not_found(store: Store) {
 }
 
 pub async fn tombstone_delete_then_purge(store: Store) {
-    store.create_team(team("payments")).await.unwrap();
+    store.create_team(team("payments"), &Actor::system()).await.unwrap();
     store.upsert_namespace(namespace("payments", "dev")).await.unwrap();
     store.upsert_namespace(namespace("payments", "prod")).await.unwrap();
-    store.create_team(team("search")).await.unwrap();
+    store.create_team(team("search"), &Actor::system()).await.unwrap();
     store.upsert_namespace(namespace("search", "dev")).await.unwrap();
 
     let purge_live = store.purge_team("payments").await;
     assert!(matches!(purge_live, Err(RecordsError::NotTombstoned { .. })), "{purge_live:?}");
 
-    let tombstone = store.delete_team("payments", Some(1)).await.unwrap();
+    let tombstone = store.delete_team("payments", Some(1), &Actor::system()).await.unwrap();
     assert_eq!(tombstone.resource_version, 2);
     let deleted_at = tombstone.deleted_at.expect("tombstone has a deletion time");
     assert!(deleted_at <= Utc::now());
     assert_eq!(store.get_team("payments").await.unwrap(), tombstone);
     // Deleting again is a no-op: same record, no second event.
-    assert_eq!(store.delete_team("payments", None).await.unwrap(), tombstone);
+    assert_eq!(store.delete_team("payments", None, &Actor::system()).await.unwrap(), tombstone);
 
     // A tombstone is read-only and still holds its slug.
-    let update = store.update_team(team("payments"), None).await;
+    let update = store.update_team(team("payments"), None, &Actor::system()).await;
     assert!(matches!(update, Err(RecordsError::Tombstoned { .. })), "{update:?}");
-    let create = store.create_team(team("payments")).await;
+    let create = store.create_team(team("payments"), &Actor::system()).await;
     assert!(matches!(create, Err(RecordsError::AlreadyExists { .. })), "{create:?}");
     let upsert = store.upsert_namespace(namespace("payments", "test")).await;
     assert!(matches!(upsert, Err(RecordsError::Tombstoned { .. })), "{upsert:?}");
@@ -271,7 +279,7 @@ pub async fn tombstone_delete_then_purge(store: Store) {
     assert!(!store.purge_team("payments").await.unwrap(), "purge is idempotent");
 
     // The slug is free again and starts over.
-    let reborn = store.create_team(team("payments")).await.unwrap();
+    let reborn = store.create_team(team("payments"), &Actor::system()).await.unwrap();
     assert_eq!(reborn.resource_version, 1);
     assert!(!reborn.is_deleted());
     // The namespace name is free again too.
@@ -289,11 +297,12 @@ pub async fn tombstone_delete_then_purge(store: Store) {
 }
 
 pub async fn environment_crud(store: Store) {
-    let dev = store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+    let dev =
+        store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
     assert_eq!(dev.resource_version, 1);
     assert!(dev.spec.clusters.is_empty() && !dev.spec.allow_namespace_deletion);
     for name in ["prod", "test", "staging"] {
-        store.create_environment(EnvironmentSpec::named(name)).await.unwrap();
+        store.create_environment(EnvironmentSpec::named(name), &Actor::system()).await.unwrap();
     }
     assert_eq!(store.get_environment("dev").await.unwrap(), dev);
 
@@ -311,22 +320,24 @@ pub async fn environment_crud(store: Store) {
     spec.default_quota.insert("requests.cpu".into(), "4".into());
     spec.default_limits.insert("memory".into(), "1Gi".into());
     spec.allow_namespace_deletion = true;
-    let updated = store.update_environment(spec.clone(), Some(1)).await.unwrap();
+    let updated = store.update_environment(spec.clone(), Some(1), &Actor::system()).await.unwrap();
     assert_eq!(updated.resource_version, 2);
     assert_eq!(updated.spec, spec);
     assert_eq!(updated.created_at, dev.created_at);
 
-    let stale = store.update_environment(EnvironmentSpec::named("dev"), Some(1)).await;
+    let stale =
+        store.update_environment(EnvironmentSpec::named("dev"), Some(1), &Actor::system()).await;
     assert!(matches!(stale, Err(RecordsError::VersionConflict { current: 2, .. })), "{stale:?}");
-    let stale_delete = store.delete_environment("dev", Some(1)).await;
+    let stale_delete = store.delete_environment("dev", Some(1), &Actor::system()).await;
     assert!(matches!(stale_delete, Err(RecordsError::VersionConflict { .. })), "{stale_delete:?}");
     assert_eq!(store.get_environment("dev").await.unwrap(), updated);
 
     // Deletion is final (no tombstone) and announces the last state.
-    let gone = store.delete_environment("dev", Some(2)).await.unwrap();
+    let gone = store.delete_environment("dev", Some(2), &Actor::system()).await.unwrap();
     assert_eq!(gone, updated);
     assert!(matches!(store.get_environment("dev").await, Err(RecordsError::NotFound { .. })));
-    let again = store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+    let again =
+        store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
     assert_eq!(again.resource_version, 1);
 
     let events = store.outbox_pending(100).await.unwrap();
@@ -348,7 +359,7 @@ pub async fn environment_crud(store: Store) {
 
 pub async fn namespace_records_upsert_list_and_state(store: Store) {
     for slug in ["alpha", "beta"] {
-        store.create_team(team(slug)).await.unwrap();
+        store.create_team(team(slug), &Actor::system()).await.unwrap();
     }
     let events_before = outbox(&store).await.len();
 
@@ -438,8 +449,8 @@ pub async fn namespace_records_upsert_list_and_state(store: Store) {
 }
 
 pub async fn namespace_name_collisions_are_refused(store: Store) {
-    store.create_team(team("a-b")).await.unwrap();
-    store.create_team(team("a")).await.unwrap();
+    store.create_team(team("a-b"), &Actor::system()).await.unwrap();
+    store.create_team(team("a"), &Actor::system()).await.unwrap();
     store.upsert_namespace(namespace("a-b", "c")).await.unwrap();
     match store.upsert_namespace(namespace("a", "b-c")).await {
         Err(RecordsError::AlreadyExists { kind: RecordKind::Namespace, key }) => {
@@ -462,12 +473,12 @@ pub async fn namespace_name_collisions_are_refused(store: Store) {
 
 pub async fn outbox_follows_every_change_in_order(store: Store) {
     assert!(store.outbox_pending(10).await.unwrap().is_empty());
-    store.create_team(team("alpha")).await.unwrap();
+    store.create_team(team("alpha"), &Actor::system()).await.unwrap();
     assert_eq!(outbox(&store).await.len(), 1, "the event is there as soon as the change");
-    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
-    store.update_team(team("alpha"), Some(1)).await.unwrap();
-    store.create_team(team("beta")).await.unwrap();
-    store.delete_team("alpha", None).await.unwrap();
+    store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
+    store.update_team(team("alpha"), Some(1), &Actor::system()).await.unwrap();
+    store.create_team(team("beta"), &Actor::system()).await.unwrap();
+    store.delete_team("alpha", None, &Actor::system()).await.unwrap();
 
     let events = store.outbox_pending(100).await.unwrap();
     let expected = [
@@ -502,14 +513,46 @@ pub async fn outbox_follows_every_change_in_order(store: Store) {
     store.outbox_remove(&[events[3].id.clone()]).await.unwrap();
     assert_eq!(outbox(&store).await, [expected[2].clone(), expected[4].clone()]);
     // New changes queue behind what is pending.
-    store.create_team(team("gamma")).await.unwrap();
+    store.create_team(team("gamma"), &Actor::system()).await.unwrap();
     assert_eq!(outbox(&store).await.last().unwrap(), &ev("muster.team.created", "gamma", 1));
+}
+
+pub async fn outbox_events_name_who_made_each_change(store: Store) {
+    let root = Actor::new("user", "root");
+    let bob = Actor::new("user", "bob");
+    let anonymous = Actor::new("unauthenticated", "anonymous");
+    store.create_environment(EnvironmentSpec::named("dev"), &root).await.unwrap();
+    store.update_environment(EnvironmentSpec::named("dev"), Some(1), &anonymous).await.unwrap();
+    store.create_team(team("payments"), &root).await.unwrap();
+    store.update_team(team("payments"), Some(1), &bob).await.unwrap();
+    store.delete_team("payments", None, &Actor::system()).await.unwrap();
+    store.delete_environment("dev", None, &bob).await.unwrap();
+
+    let actors: Vec<_> = store
+        .outbox_pending(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_type, e.actor))
+        .collect();
+    let by = |event_type: &str, actor: &Actor| (event_type.to_owned(), Some(actor.clone()));
+    assert_eq!(
+        actors,
+        [
+            by("muster.environment.created", &root),
+            by("muster.environment.updated", &anonymous),
+            by("muster.team.created", &root),
+            by("muster.team.updated", &bob),
+            by("muster.team.deleted", &Actor::system()),
+            by("muster.environment.deleted", &bob),
+        ]
+    );
 }
 
 pub async fn invalid_records_write_nothing(store: Store) {
     let mut bad = team("Bad Slug");
     bad.members = vec!["ok".into(), "-bad".into()];
-    match store.create_team(bad).await {
+    match store.create_team(bad, &Actor::system()).await {
         Err(RecordsError::Invalid { kind: RecordKind::Team, errors }) => {
             let text = errors.to_string();
             assert!(text.contains("slug: \"Bad Slug\" is not a DNS-1123 label"), "{text}");
@@ -518,22 +561,25 @@ pub async fn invalid_records_write_nothing(store: Store) {
         other => panic!("expected Invalid, got {other:?}"),
     }
 
-    store.create_team(team("payments")).await.unwrap();
-    store.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+    store.create_team(team("payments"), &Actor::system()).await.unwrap();
+    store.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
     let before = outbox(&store).await;
 
     let mut bad_update = team("payments");
     bad_update.maintainers.push("alice".into()); // also a member
-    let update = store.update_team(bad_update, Some(1)).await;
+    let update = store.update_team(bad_update, Some(1), &Actor::system()).await;
     assert!(matches!(update, Err(RecordsError::Invalid { .. })), "{update:?}");
     assert_eq!(store.get_team("payments").await.unwrap().resource_version, 1);
 
     let mut bad_env = EnvironmentSpec::named("dev");
     bad_env.default_quota.insert("cpu".into(), "lots".into());
-    let env = store.update_environment(bad_env.clone(), None).await;
+    let env = store.update_environment(bad_env.clone(), None, &Actor::system()).await;
     assert!(matches!(env, Err(RecordsError::Invalid { .. })), "{env:?}");
     bad_env.name = "qa".into();
-    assert!(matches!(store.create_environment(bad_env).await, Err(RecordsError::Invalid { .. })));
+    assert!(matches!(
+        store.create_environment(bad_env, &Actor::system()).await,
+        Err(RecordsError::Invalid { .. })
+    ));
     assert!(matches!(store.get_environment("qa").await, Err(RecordsError::NotFound { .. })));
 
     // `payments-` + a 55-character environment name is longer than a namespace name may be.
@@ -570,7 +616,9 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
     let mut creates = tokio::task::JoinSet::new();
     for _ in 0..WRITERS {
         let store = Arc::clone(&store);
-        creates.spawn(async move { store.create_team(team("payments")).await.is_ok() });
+        creates.spawn(async move {
+            store.create_team(team("payments"), &Actor::system()).await.is_ok()
+        });
     }
     let won = creates.join_all().await.into_iter().filter(|ok| *ok).count();
     assert_eq!(won, 1);
@@ -582,7 +630,7 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
         updates.spawn(async move {
             let mut spec = team("payments");
             spec.description = format!("writer {i}");
-            store.update_team(spec, None).await.unwrap().resource_version
+            store.update_team(spec, None, &Actor::system()).await.unwrap().resource_version
         });
     }
     let mut versions = updates.join_all().await;
@@ -607,7 +655,7 @@ pub async fn concurrent_writers_are_serialised(store: Store) {
 }
 
 pub async fn team_status_is_not_a_change(store: Store) {
-    let created = store.create_team(team("payments")).await.unwrap();
+    let created = store.create_team(team("payments"), &Actor::system()).await.unwrap();
     assert!(created.status.is_empty());
     let events = outbox(&store).await;
 
@@ -625,11 +673,11 @@ pub async fn team_status_is_not_a_change(store: Store) {
     // A spec update keeps the status; an expected version still matches after a status write.
     let mut spec = team("payments");
     spec.description = "renamed".into();
-    let updated = store.update_team(spec, Some(1)).await.unwrap();
+    let updated = store.update_team(spec, Some(1), &Actor::system()).await.unwrap();
     assert_eq!(updated.status, linked);
 
     // Replaced whole, also on a tombstone (a teardown records its progress).
-    store.delete_team("payments", None).await.unwrap();
+    store.delete_team("payments", None, &Actor::system()).await.unwrap();
     let synced = TeamStatus {
         github: None,
         last_sync: Some(SyncMark {

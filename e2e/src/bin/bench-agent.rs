@@ -163,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let options = AgentOptions {
         settings: settings(),
         api_url: api,
+        api_token: None,
         interval: Duration::from_secs(3600),
         force_conflicts: false,
         concurrency: args.concurrency,

@@ -57,6 +57,8 @@ pub enum AgentError {
 pub struct AgentOptions {
     pub settings: AgentSettings,
     pub api_url: String,
+    /// Bearer token for the API: `agent.api-token-file`, else `MUSTER_TOKEN`.
+    pub api_token: Option<crate::config::Secret>,
     pub interval: Duration,
     pub force_conflicts: bool,
     pub concurrency: usize,
@@ -95,6 +97,14 @@ impl AgentOptions {
         if agent.concurrency == 0 {
             return invalid("concurrency", "must be at least 1".into());
         }
+        let api_token = match &agent.api_token_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                Ok(_) => return invalid("api-token-file", format!("{} is empty", path.display())),
+                Err(e) => return invalid("api-token-file", format!("{}: {e}", path.display())),
+            },
+            None => std::env::var("MUSTER_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+        };
         Ok(AgentOptions {
             settings: AgentSettings {
                 environment,
@@ -102,6 +112,7 @@ impl AgentOptions {
                 group_prefix: agent.group_prefix.clone(),
             },
             api_url: api_url.trim_end_matches('/').to_owned(),
+            api_token: api_token.map(crate::config::Secret::new),
             interval: agent.interval,
             force_conflicts: agent.force_conflicts,
             concurrency: agent.concurrency,

@@ -82,7 +82,11 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub fn new(options: AgentOptions, cluster: Arc<dyn Cluster>, names: Names) -> Self {
-        let source = RecordsSource::new(&options.api_url, &options.settings.environment);
+        let source = RecordsSource::new(
+            &options.api_url,
+            &options.settings.environment,
+            options.api_token.as_ref().map(|t| t.expose()),
+        );
         Reconciler {
             options,
             cluster,

@@ -30,12 +30,13 @@ struct NamespaceList {
 pub struct RecordsSource {
     http: reqwest::Client,
     url: String,
+    token: Option<String>,
     etag: Option<String>,
     records: Vec<NamespaceRecord>,
 }
 
 impl RecordsSource {
-    pub fn new(api_url: &str, environment: &str) -> Self {
+    pub fn new(api_url: &str, environment: &str, token: Option<&str>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("muster-agent/", env!("CARGO_PKG_VERSION")))
@@ -44,6 +45,7 @@ impl RecordsSource {
         RecordsSource {
             http,
             url: format!("{api_url}/v1/namespaces?environment={environment}"),
+            token: token.map(str::to_owned),
             etag: None,
             records: Vec::new(),
         }
@@ -55,6 +57,9 @@ impl RecordsSource {
     /// The API is unreachable, answers an error, or not a namespace list.
     pub async fn fetch(&mut self) -> Result<(Vec<NamespaceRecord>, bool), SourceError> {
         let mut request = self.http.get(&self.url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(etag) = &self.etag {
             request = request.header(IF_NONE_MATCH, etag);
         }

@@ -1,5 +1,6 @@
 //! `/v1/environments` and `/v1/namespaces`.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -10,10 +11,11 @@ use workflows::records::{
     Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord, NamespaceState,
 };
 
-use super::extract::{IfMatch, JsonBody, etag, if_none_match};
+use super::extract::{IfMatch, JsonBody, etag, if_none_match, version_to_write};
+use super::guard::{Access, Caller, changed_fields};
 use super::problem::{PROBLEM_JSON, Problem, ProblemKind, empty};
 use super::responses::{
-    InvalidParameter, JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
+    Denied, InvalidParameter, JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
 };
 use super::teams::{Page, PageQuery, checked_key};
 use super::{ApiState, json_with};
@@ -35,13 +37,17 @@ fn environment_response(status: StatusCode, env: &Environment, location: bool) -
          headers(("ETag" = String), ("Location" = String))),
         (status = 409, description = "The name is taken", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, StoreUnavailable,
+        JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(spec): JsonBody<EnvironmentSpec>,
 ) -> Result<Response, Problem> {
-    let env = state.records.create_environment(spec).await?;
+    let access = Access::environment("environment.create", &spec.name)
+        .changes(changed_fields(None::<&EnvironmentSpec>, &spec));
+    state.authorize(&caller, access).await?;
+    let env = state.records.create_environment(spec, &caller.actor()).await?;
     state.record_written();
     Ok(environment_response(StatusCode::CREATED, &env, true))
 }
@@ -50,12 +56,14 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/environments", tag = "environments", params(PageQuery),
     responses(
         (status = 200, description = "One page", body = super::schema::EnvironmentPageDoc),
-        InvalidParameter, StoreUnavailable,
+        InvalidParameter, StoreUnavailable, Denied,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
+    state.authorize(&caller, Access::on("environment.read", "environment", "*")).await?;
     let limit = query.limit()?;
     let page = state.records.list_environments(query.cursor.as_deref(), limit).await?;
     Ok(json_with(StatusCode::OK, &[], &Page { items: page.items, next_cursor: page.next }))
@@ -66,13 +74,15 @@ pub async fn list(
     params(("name" = String, Path, description = "Environment name")),
     responses(
         (status = 200, description = "The environment", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
-        NoSuchEnvironment, StoreUnavailable,
+        NoSuchEnvironment, StoreUnavailable, Denied,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     checked_key("environment", &name)?;
+    state.authorize(&caller, Access::environment("environment.read", &name)).await?;
     let env = state.records.get_environment(&name).await?;
     Ok(environment_response(StatusCode::OK, &env, false))
 }
@@ -85,10 +95,11 @@ pub async fn get(
     responses(
         (status = 200, description = "Replaced", body = super::schema::EnvironmentDoc, headers(("ETag" = String))),
         (status = 422, description = "Invalid fields, or a name other than the path's", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
+        JsonBodyProblems, NoSuchEnvironment, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn replace(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     JsonBody(spec): JsonBody<EnvironmentSpec>,
@@ -105,7 +116,13 @@ pub async fn replace(
             message: format!("must be {name:?}"),
         }]));
     }
-    let env = state.records.update_environment(spec, expected).await?;
+    let current = state.records.get_environment(&name).await?;
+    let version = checked_version(&current, expected)?;
+    let access = Access::environment("environment.update", &name)
+        .current(&current.spec)
+        .changes(changed_fields(Some(&current.spec), &spec));
+    state.authorize(&caller, access).await?;
+    let env = state.records.update_environment(spec, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(environment_response(StatusCode::OK, &env, false))
 }
@@ -117,18 +134,29 @@ pub async fn replace(
            ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
     responses(
         (status = 204, description = "Deleted"),
-        NoSuchEnvironment, StaleIfMatch, StoreUnavailable,
+        NoSuchEnvironment, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     checked_key("environment", &name)?;
     let expected = IfMatch::from_headers(&headers).expected()?;
-    state.records.delete_environment(&name, expected).await?;
+    let current = state.records.get_environment(&name).await?;
+    let version = checked_version(&current, expected)?;
+    let access = Access::environment("environment.delete", &name).current(&current.spec);
+    state.authorize(&caller, access).await?;
+    state.records.delete_environment(&name, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// The version a write of `current` must find (412 unless it is the one `If-Match` named).
+fn checked_version(current: &Environment, expected: Option<u64>) -> Result<u64, Problem> {
+    let what = format!("environment {:?}", current.spec.name);
+    version_to_write(&what, current.resource_version, expected)
 }
 
 /// A namespace record as the API serves it: the record and the clusters expected to report on
@@ -172,13 +200,18 @@ pub struct NamespaceQuery {
     responses(
         (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
-        InvalidParameter, StoreUnavailable,
+        InvalidParameter, StoreUnavailable, Denied,
     ))]
 pub async fn namespaces(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<NamespaceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    let mut access = Access::on("namespace.read", "namespace", "*");
+    access.resource.team.clone_from(&query.team);
+    access.resource.environment.clone_from(&query.environment);
+    state.authorize(&caller, access).await?;
     let filter =
         NamespaceFilter { environment: query.environment, team: query.team, state: query.state };
     let items = state.records.list_namespaces(&filter).await?;

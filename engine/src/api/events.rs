@@ -1,6 +1,8 @@
 //! `POST /v1/events`: CloudEvents over HTTP (binary, structured and batch mode) into JetStream.
 
 use async_nats::HeaderMap as NatsHeaders;
+use async_nats::header::{HeaderName as NatsHeaderName, HeaderValue as NatsHeaderValue};
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,10 +12,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::media_type;
+use super::guard::{Access, Caller};
 use super::problem::{FieldProblem, PROBLEM_JSON, Problem, ProblemKind};
-use super::responses::NatsUnavailable;
+use super::responses::{Denied, NatsUnavailable};
 use super::{ApiState, json_with};
 use crate::bus::{self, Names, codec};
+use crate::policy::EventRef;
 
 const STRUCTURED: &str = "application/cloudevents+json";
 /// Longest NATS subject an event may map to (type and subject): NATS refuses protocol lines over
@@ -61,10 +65,11 @@ pub struct AcceptedEvents {
         (status = 400, description = "Not a valid CloudEvent, or malformed JSON", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM_JSON),
         (status = 415, description = "Unsupported content type", body = Problem, content_type = PROBLEM_JSON),
-        NatsUnavailable,
+        NatsUnavailable, Denied,
     ))]
 pub async fn ingest(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -91,6 +96,20 @@ pub async fn ingest(
             }
         }
     };
+    // Every event is allowed before any is published, and each names who sent it.
+    let actor = caller.actor();
+    let mut events = events;
+    for event in &mut events {
+        let mut access = Access::on("event.publish", "event", event.ty());
+        access.resource.event = Some(EventRef {
+            type_: event.ty().to_owned(),
+            source: event.source().to_string(),
+            subject: event.subject().map(str::to_owned),
+        });
+        state.authorize(&caller, access).await?;
+        event.set_extension("authtype", actor.kind.as_str());
+        event.set_extension("authid", actor.id.as_str());
+    }
     let mut accepted = Vec::with_capacity(events.len());
     for event in &events {
         let published = bus::publish_event(&state.js, &state.names, event).await.map_err(|e| {
@@ -156,6 +175,16 @@ fn decode_binary(
         let value = value.to_str().map_err(|_| {
             Problem::new(ProblemKind::InvalidEvent, format!("header {name} is not visible ASCII"))
         })?;
+        // HTTP already refuses what NATS refuses (CR, LF); parsing rather than inserting keeps the
+        // NATS client's panic out of reach. The codec refuses the other control characters.
+        let (Ok(name), Ok(value)) =
+            (name.parse::<NatsHeaderName>(), value.parse::<NatsHeaderValue>())
+        else {
+            return Err(Problem::new(
+                ProblemKind::InvalidEvent,
+                format!("header {name} cannot be carried in a NATS header"),
+            ));
+        };
         nats.insert(name, value);
     }
     decode(names, Some(&nats), body, max).map_err(|e| invalid(e, None))
@@ -179,4 +208,94 @@ fn decode_batch(names: &Names, body: &[u8], max: usize) -> Result<Vec<Event>, Pr
             decode(names, None, &bytes, max).map_err(|e| invalid(e, Some(i)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+
+    const MAX: usize = 64 * 1024;
+
+    fn names() -> Names {
+        Names::new("muster")
+    }
+
+    fn binary_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e-1"),
+            ("ce-source", "/s"),
+            ("ce-type", "muster.ping"),
+            ("content-type", "application/json"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn assert_invalid_event(problem: &Problem, attribute: &str) {
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.type_uri, format!("{}invalid-event", super::super::problem::TYPE_BASE));
+        assert!(
+            problem.detail.contains(&format!("attribute `{attribute}`")),
+            "the detail names {attribute}: {}",
+            problem.detail
+        );
+    }
+
+    #[test]
+    fn binary_mode_refuses_control_characters_naming_the_attribute() {
+        assert!(decode_binary(&names(), &binary_headers(), b"{}", MAX).is_ok());
+        // HTTP header values may carry a tab (and no CR, LF or NUL): the codec refuses it.
+        for name in ["ce-id", "ce-source", "ce-type", "ce-subject", "ce-traceparent"] {
+            let mut headers = binary_headers();
+            headers.insert(name, HeaderValue::from_bytes(b"a\tb").unwrap());
+            let problem = decode_binary(&names(), &headers, b"{}", MAX).unwrap_err();
+            assert_invalid_event(&problem, name.trim_start_matches("ce-"));
+            assert!(
+                problem.detail.contains("line break or control character"),
+                "{}",
+                problem.detail
+            );
+        }
+        let mut headers = binary_headers();
+        headers.insert("ce-Trace_Parent", HeaderValue::from_static("x"));
+        assert_invalid_event(
+            &decode_binary(&names(), &headers, b"{}", MAX).unwrap_err(),
+            "trace_parent",
+        );
+    }
+
+    #[test]
+    fn structured_mode_refuses_line_breaks_naming_the_attribute() {
+        let base =
+            json!({"specversion": "1.0", "id": "e-1", "source": "/s", "type": "muster.ping"});
+        assert!(decode(&names(), None, base.to_string().as_bytes(), MAX).is_ok());
+        for name in ["id", "source", "type", "subject", "datacontenttype", "dataschema", "ext"] {
+            let mut event = base.clone();
+            event[name] = json!("https://a/\r\nb");
+            let problem = invalid(
+                decode(&names(), None, event.to_string().as_bytes(), MAX).unwrap_err(),
+                None,
+            );
+            assert_invalid_event(&problem, name);
+        }
+    }
+
+    #[test]
+    fn one_bad_event_refuses_the_whole_batch() {
+        let good =
+            json!({"specversion": "1.0", "id": "e-1", "source": "/s", "type": "muster.ping"});
+        let mut bad = good.clone();
+        bad["id"] = json!("e-2\r\nMuster-Redrive: x");
+        let body = json!([good, bad]).to_string();
+        let problem = decode_batch(&names(), body.as_bytes(), MAX).unwrap_err();
+        assert_invalid_event(&problem, "id");
+        assert_eq!(problem.errors[0].path, "[1]");
+        assert!(decode_batch(&names(), json!([good]).to_string().as_bytes(), MAX).is_ok());
+    }
 }

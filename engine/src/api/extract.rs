@@ -134,6 +134,21 @@ impl IfMatch {
     }
 }
 
+/// The version a write must find: the one `If-Match` named (412 when `what` has moved on), else
+/// the one just read, so that the state the policy judged is the state that is changed.
+///
+/// # Errors
+/// 412 when `expected` is not `current`.
+pub fn version_to_write(what: &str, current: u64, expected: Option<u64>) -> Result<u64, Problem> {
+    match expected {
+        Some(expected) if expected != current => Err(Problem::new(
+            ProblemKind::PreconditionFailed,
+            format!("{what} is at resource version {current}, not {expected}"),
+        )),
+        _ => Ok(current),
+    }
+}
+
 /// `"3"` → 3. Weak ETags (`W/"3"`) never match `If-Match` (strong comparison).
 fn parse_etag(tag: &str) -> Option<u64> {
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()

@@ -64,7 +64,7 @@ fn health(state: &ApiState, status: &str, checks: Vec<Check>) -> Health {
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/livez", tag = "operations",
+#[utoipa::path(get, path = "/livez", tag = "operations", security(()),
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn livez(State(state): State<ApiState>) -> Response {
     json_with(StatusCode::OK, &[no_store()], &health(&state, "ok", Vec::new()))
@@ -88,7 +88,7 @@ where
 
 /// Readiness: NATS answers a round trip, the events and DLQ streams are reachable, the records
 /// store accepts writes, and no enabled schedule has missed a due tick. 503 when a check fails.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready; see checks", body = Health),
@@ -141,7 +141,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Metrics", body = String,
                content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<ApiState>) -> Response {
@@ -154,7 +154,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 /// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub async fn openapi(State(state): State<ApiState>) -> Response {
     let mut response = state.openapi_json.clone().into_response();

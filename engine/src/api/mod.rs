@@ -6,12 +6,15 @@
 //!
 //! Errors are RFC 9457 problems ([`problem`]). Request bodies are limited to
 //! `http.max-body-bytes`; each request gets an `x-request-id` (kept when the client sends one)
-//! and a tracing span. Authentication is not part of this API yet: bind it to loopback or put
-//! it behind an authenticating proxy.
+//! and a tracing span. Every `/v1` route but GitHub's webhook needs a bearer token (a static
+//! token or an OIDC JWT, [`guard::authenticate`]) once credentials are configured, and each
+//! handler asks the policy whether the caller may do what it asks ([`AppState::authorize`]).
+//! A panic in a handler is answered as a 500 problem; the engine keeps serving.
 
 pub mod environments;
 pub mod events;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod problem;
 pub mod responses;
@@ -38,10 +41,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use workflows::records::Records;
 
+use crate::auth::Authenticator;
 use crate::bus::Names;
 use crate::config::HttpConfig;
 use crate::journal::Journal;
 use crate::metrics::{LatencyLabels, Metrics, RequestLabels};
+use crate::policy::Authorizer;
 use crate::store::Store;
 
 /// Header carrying the request id.
@@ -67,6 +72,10 @@ pub struct AppState {
     pub schedule_store: Option<async_nats::jetstream::kv::Store>,
     /// Key of GitHub webhook signatures; without one, webhooks are refused.
     pub github_webhook_secret: Option<String>,
+    /// Checks credentials; `None` when authentication is off.
+    pub authenticator: Option<Arc<Authenticator>>,
+    /// Decides what an authenticated caller may do.
+    pub authorizer: Arc<dyn Authorizer>,
 }
 
 pub type ApiState = Arc<AppState>;
@@ -85,7 +94,10 @@ impl AppState {
         title = "Muster API",
         description = "Teams, environments and namespace records; runs, dead letters and \
                        CloudEvents ingest of the Muster workflow engine. Errors are RFC 9457 \
-                       problems (application/problem+json). No authentication yet.",
+                       problems (application/problem+json). Every /v1 route but GitHub's \
+                       webhook takes a bearer token (a static token or an OIDC JWT) when the \
+                       engine has credentials configured; a policy decides what each caller \
+                       may do.",
         license(name = "Apache-2.0")
     ),
     tags(
@@ -96,9 +108,33 @@ impl AppState {
         (name = "events", description = "CloudEvents ingest"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
-    components(schemas(problem::Problem, problem::FieldProblem))
+    components(schemas(problem::Problem, problem::FieldProblem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme every `/v1` route takes.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `[[auth.tokens]]` (or the one `engine dev` prints), or an \
+                         OIDC JWT",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The routes with their document. The router still needs its state.
 pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
@@ -137,6 +173,8 @@ pub fn router(state: ApiState, http: &HttpConfig) -> Router {
     routes
         .fallback(problem::route_not_found)
         .with_state(state.clone())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(problem::panicked))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::authenticate))
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(http.max_body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -26,8 +26,11 @@ pub enum ProblemKind {
     Validation,
     /// A query or path parameter or a header is invalid.
     BadRequest,
-    /// A webhook whose signature is missing or does not verify.
+    /// No valid credentials: a missing or refused bearer token, or a webhook whose signature
+    /// is missing or does not verify.
     Unauthorized,
+    /// The policy denied the caller this action; the detail carries its reasons.
+    Forbidden,
     /// The CloudEvent cannot be accepted (missing attribute, wrong specversion, bad type).
     InvalidEvent,
     UnsupportedMediaType,
@@ -57,6 +60,7 @@ impl ProblemKind {
             Self::Validation => "validation",
             Self::BadRequest => "bad-request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::InvalidEvent => "invalid-event",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
@@ -76,6 +80,7 @@ impl ProblemKind {
         match self {
             Self::MalformedJson | Self::BadRequest | Self::InvalidEvent => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::InvalidBody | Self::Validation => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,6 +100,7 @@ impl ProblemKind {
             Self::Validation => "Validation failed",
             Self::BadRequest => "Bad request",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::InvalidEvent => "Invalid CloudEvent",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "Request body too large",
@@ -111,12 +117,13 @@ impl ProblemKind {
     }
 
     /// Every kind, for the documentation test.
-    pub const ALL: [ProblemKind; 17] = [
+    pub const ALL: [ProblemKind; 18] = [
         Self::MalformedJson,
         Self::InvalidBody,
         Self::Validation,
         Self::BadRequest,
         Self::Unauthorized,
+        Self::Forbidden,
         Self::InvalidEvent,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -291,6 +298,19 @@ pub async fn problem_for_plain_errors(response: Response) -> Response {
     response
 }
 
+/// The answer when a handler panicked: a 500 problem; the panic is logged and the engine
+/// keeps serving.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = %message, "a request handler panicked");
+    Problem::new(ProblemKind::Internal, "an internal error occurred; see the engine's log")
+        .into_response()
+}
+
 /// The answer for paths no route matches.
 pub async fn route_not_found() -> Problem {
     Problem::new(ProblemKind::RouteNotFound, "no route for this path; see /openapi.json")
@@ -301,4 +321,37 @@ pub fn empty(status: StatusCode) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tower_http::catch_panic::CatchPanicLayer;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_problem_and_the_router_keeps_serving() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(CatchPanicLayer::custom(panicked));
+        let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let problem: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem.type_uri, format!("{TYPE_BASE}internal"));
+        assert!(!problem.detail.contains("boom"), "the panic message stays in the log");
+        let response = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

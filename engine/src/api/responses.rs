@@ -54,3 +54,12 @@ pub struct NoSuchEnvironment(pub Problem);
 #[derive(IntoResponses)]
 #[response(status = 404, description = "No such run", content_type = PROBLEM_JSON)]
 pub struct NoSuchRun(pub Problem);
+
+/// What the authentication middleware and the policy can answer on every `/v1` route.
+#[derive(IntoResponses)]
+pub enum Denied {
+    #[response(status = 401, description = "No valid bearer token", content_type = PROBLEM_JSON)]
+    Unauthenticated(Problem),
+    #[response(status = 403, description = "The policy denied it; the detail gives its reasons", content_type = PROBLEM_JSON)]
+    Forbidden(Problem),
+}

@@ -1,5 +1,6 @@
 //! `/v1/runs` (list, show, retry) and `/v1/dlq` (list, replay).
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -7,8 +8,9 @@ use cloudevents::Event;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::guard::{Access, Caller};
 use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
-use super::responses::{InvalidParameter, NatsUnavailable, NoSuchRun};
+use super::responses::{Denied, InvalidParameter, NatsUnavailable, NoSuchRun};
 use super::teams::PageQuery;
 use super::{ApiState, json_with};
 use crate::bus::{codec, publish_raw};
@@ -33,12 +35,16 @@ pub struct RunsQuery {
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
-        InvalidParameter,
+        InvalidParameter, Denied,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<RunsQuery>,
 ) -> Result<Response, Problem> {
+    let mut access = Access::on("run.read", "run", "*");
+    access.resource.team.clone_from(&query.key);
+    state.authorize(&caller, access).await?;
     let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
     let filter = RunFilter {
         workflow: query.workflow,
@@ -55,12 +61,14 @@ pub async fn list(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = super::schema::RunDetailDoc),
-        NoSuchRun,
+        NoSuchRun, Denied,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    state.authorize(&caller, Access::on("run.read", "run", &id)).await?;
     let run = state.journal.run(&id).await.map_err(|e| Problem::internal(&e))?;
     let run = run.ok_or_else(|| Problem::not_found(format!("run {id:?}")))?;
     let steps = state.journal.steps(&id).await.map_err(|e| Problem::internal(&e))?;
@@ -85,14 +93,23 @@ pub struct Redriven {
     responses(
         (status = 202, description = "Re-drive published", body = Redriven),
         (status = 409, description = "The run is not failed", body = Problem, content_type = PROBLEM_JSON),
-        NoSuchRun, NatsUnavailable,
+        NoSuchRun, NatsUnavailable, Denied,
     ))]
 pub async fn retry(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    // Run ids are a workflow name and a hash: one with a control character names no run, and
+    // must never reach the re-drive's headers.
+    if id.chars().any(char::is_control) {
+        return Err(Problem::not_found(format!("run {id:?}")));
+    }
     let run = state.journal.run(&id).await.map_err(|e| Problem::internal(&e))?;
     let run = run.ok_or_else(|| Problem::not_found(format!("run {id:?}")))?;
+    let mut access = Access::on("run.retry", "run", &id);
+    access.resource.team = Some(run.key.clone());
+    state.authorize(&caller, access).await?;
     if run.status != RunStatus::Failed {
         return Err(Problem::new(
             ProblemKind::Conflict,
@@ -101,6 +118,14 @@ pub async fn retry(
     }
     let event: Event = serde_json::from_value(run.trigger.event.clone())
         .map_err(|e| Problem::internal(&format!("run {id}'s journaled trigger: {e}")))?;
+    // An event journaled before the codec checked every attribute may not survive NATS headers.
+    if let Err(e) = codec::validate(&event) {
+        tracing::error!(run_id = %run.id, error = %e, "journaled trigger cannot be re-published");
+        return Err(Problem::new(
+            ProblemKind::Internal,
+            format!("run {id:?} cannot be retried: its journaled trigger event is invalid: {e}"),
+        ));
+    }
     let (mut headers, body) = codec::encode(&event);
     // One re-drive per failure: a double click within the duplicate window re-drives once.
     headers
@@ -135,12 +160,14 @@ async fn delete_dead_letter(state: &ApiState, seq: u64) -> Result<(), async_nats
     params(("limit" = Option<usize>, Query, description = "At most this many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
     responses(
         (status = 200, description = "Dead letters", body = super::schema::DlqListDoc),
-        InvalidParameter, NatsUnavailable,
+        InvalidParameter, NatsUnavailable, Denied,
     ))]
 pub async fn dlq_list(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<super::teams::LimitQuery>,
 ) -> Result<Response, Problem> {
+    state.authorize(&caller, Access::on("dlq.read", "dlq", "*")).await?;
     let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
     let items = Dlq::new(state.js.clone(), state.names.clone())
         .list(limit)
@@ -156,12 +183,14 @@ pub async fn dlq_list(
         (status = 202, description = "Re-drive published", body = super::schema::PublishedDoc),
         (status = 400, description = "Invalid sequence", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such dead letter", body = Problem, content_type = PROBLEM_JSON),
-        NatsUnavailable,
+        NatsUnavailable, Denied,
     ))]
 pub async fn dlq_replay(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(seq): Path<u64>,
 ) -> Result<Response, Problem> {
+    state.authorize(&caller, Access::on("dlq.replay", "dlq", &seq.to_string())).await?;
     let not_found = || Problem::not_found(format!("dead letter {seq}"));
     if seq == 0 || seq > i64::MAX as u64 {
         return Err(not_found());

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,15 +16,17 @@ use workflows::records::{
 };
 use workflows::sync_team::teardown_waiting;
 
-use super::extract::{IfMatch, JsonBody, etag, media_type, parse_json};
+use super::extract::{IfMatch, JsonBody, etag, media_type, parse_json, version_to_write};
+use super::guard::{Access, Caller, changed_fields};
 use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
 use super::responses::{
-    InvalidParameter, JsonBodyProblems, NatsOrStoreUnavailable, NoSuchTeam, StaleIfMatch,
+    Denied, InvalidParameter, JsonBodyProblems, NatsOrStoreUnavailable, NoSuchTeam, StaleIfMatch,
     StoreUnavailable,
 };
 use super::{ApiState, DEFAULT_LIMIT, json_with};
 use crate::bus;
 use crate::journal::RunFilter;
+use crate::policy::NamespaceRef;
 
 /// CloudEvent type of a sync request.
 pub const TEAM_SYNC: &str = "muster.team.sync";
@@ -91,13 +94,17 @@ fn team_response(status: StatusCode, team: &Team, location: bool) -> Response {
          headers(("ETag" = String, description = "Resource version"), ("Location" = String))),
         (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, StoreUnavailable,
+        JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn create(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(spec): JsonBody<TeamSpec>,
 ) -> Result<Response, Problem> {
-    let team = state.records.create_team(spec).await?;
+    let access =
+        Access::team("team.create", &spec.slug).changes(changed_fields(None::<&TeamSpec>, &spec));
+    state.authorize(&caller, access).await?;
+    let team = state.records.create_team(spec, &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::CREATED, &team, true))
 }
@@ -106,12 +113,14 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/teams", tag = "teams", params(PageQuery),
     responses(
         (status = 200, description = "One page", body = super::schema::TeamPageDoc),
-        InvalidParameter, StoreUnavailable,
+        InvalidParameter, StoreUnavailable, Denied,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
+    state.authorize(&caller, Access::on("team.read", "team", "*")).await?;
     let limit = query.limit()?;
     let page = state.records.list_teams(query.cursor.as_deref(), limit).await?;
     Ok(json_with(StatusCode::OK, &[], &Page { items: page.items, next_cursor: page.next }))
@@ -122,13 +131,15 @@ pub async fn list(
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 200, description = "The team", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        NoSuchTeam, StoreUnavailable,
+        NoSuchTeam, StoreUnavailable, Denied,
     ))]
 pub async fn get(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
+    state.authorize(&caller, Access::team("team.read", &slug)).await?;
     let team = state.records.get_team(&slug).await?;
     Ok(team_response(StatusCode::OK, &team, false))
 }
@@ -142,10 +153,11 @@ pub async fn get(
         (status = 200, description = "Replaced", body = super::schema::TeamDoc, headers(("ETag" = String))),
         (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "Invalid fields, or a slug other than the path's", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable,
+        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn replace(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     JsonBody(spec): JsonBody<TeamSpec>,
@@ -155,9 +167,34 @@ pub async fn replace(
     if spec.slug != slug {
         return Err(slug_mismatch(&slug, &spec.slug));
     }
-    let team = state.records.update_team(spec, expected).await?;
+    let current = state.records.get_team(&slug).await?;
+    let version = authorize_update(&state, &caller, &current, expected, &spec).await?;
+    let team = state.records.update_team(spec, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::OK, &team, false))
+}
+
+/// The version a write of `current` must find (412 unless it is the one `If-Match` named).
+fn checked_version(current: &Team, expected: Option<u64>) -> Result<u64, Problem> {
+    version_to_write(&format!("team {:?}", current.spec.slug), current.resource_version, expected)
+}
+
+/// Asks the policy about an update of `current` to `spec`, and answers the version the write
+/// must find: the one the policy judged, so a change in between is a 412, not a write the
+/// policy never saw.
+async fn authorize_update(
+    state: &ApiState,
+    caller: &Caller,
+    current: &Team,
+    expected: Option<u64>,
+    spec: &TeamSpec,
+) -> Result<u64, Problem> {
+    let version = checked_version(current, expected)?;
+    let access = Access::team("team.update", &current.spec.slug)
+        .current(&current.spec)
+        .changes(changed_fields(Some(&current.spec), spec));
+    state.authorize(caller, access).await?;
+    Ok(version)
 }
 
 fn slug_mismatch(path: &str, body: &str) -> Problem {
@@ -186,10 +223,11 @@ fn slug_mismatch(path: &str, body: &str) -> Problem {
         (status = 200, description = "Patched", body = super::schema::TeamDoc, headers(("ETag" = String))),
         (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "The patched team is invalid", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable,
+        JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn patch(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     JsonBody(patch): JsonBody<serde_json::Value>,
@@ -203,17 +241,7 @@ pub async fn patch(
         ));
     }
     let current = state.records.get_team(&slug).await?;
-    if let Some(expected) = if_match
-        && expected != current.resource_version
-    {
-        return Err(Problem::new(
-            ProblemKind::PreconditionFailed,
-            format!(
-                "team {slug:?} is at resource version {}, not {expected}",
-                current.resource_version
-            ),
-        ));
-    }
+    checked_version(&current, if_match)?;
     let mut document = serde_json::to_value(&current.spec).map_err(|e| Problem::internal(&e))?;
     json_patch::merge(&mut document, &patch);
     let bytes = serde_json::to_vec(&document).map_err(|e| Problem::internal(&e))?;
@@ -221,7 +249,8 @@ pub async fn patch(
     if spec.slug != slug {
         return Err(slug_mismatch(&slug, &spec.slug));
     }
-    let team = state.records.update_team(spec, Some(current.resource_version)).await?;
+    let version = authorize_update(&state, &caller, &current, if_match, &spec).await?;
+    let team = state.records.update_team(spec, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::OK, &team, false))
 }
@@ -234,16 +263,23 @@ pub async fn patch(
            ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
     responses(
         (status = 202, description = "Tombstoned; teardown follows", body = super::schema::TeamDoc, headers(("ETag" = String))),
-        NoSuchTeam, StaleIfMatch, StoreUnavailable,
+        NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn delete(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
     let expected = IfMatch::from_headers(&headers).expected()?;
-    let team = state.records.delete_team(&slug, expected).await?;
+    let current = state.records.get_team(&slug).await?;
+    let version = checked_version(&current, expected)?;
+    let access = Access::team("team.delete", &slug)
+        .current(&current.spec)
+        .namespaces(namespace_refs(&state, &slug).await?);
+    state.authorize(&caller, access).await?;
+    let team = state.records.delete_team(&slug, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::ACCEPTED, &team, false))
 }
@@ -253,13 +289,15 @@ pub async fn delete(
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 200, description = "Namespace records", body = super::schema::NamespaceListDoc),
-        NoSuchTeam, StoreUnavailable,
+        NoSuchTeam, StoreUnavailable, Denied,
     ))]
 pub async fn namespaces(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
+    state.authorize(&caller, Access::team("namespace.read", &slug)).await?;
     state.records.get_team(&slug).await?;
     let filter = NamespaceFilter { team: Some(slug), ..NamespaceFilter::default() };
     let items = state.records.list_namespaces(&filter).await?;
@@ -279,14 +317,16 @@ pub struct LimitQuery {
     params(("slug" = String, Path, description = "Team slug"), LimitQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
-        InvalidParameter, NoSuchTeam,
+        InvalidParameter, NoSuchTeam, Denied,
     ))]
 pub async fn runs(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     Query(query): Query<LimitQuery>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
+    state.authorize(&caller, Access::team("run.read", &slug)).await?;
     let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
     state.records.get_team(&slug).await?;
     let filter = RunFilter { key: Some(slug), limit: Some(limit), ..RunFilter::default() };
@@ -308,14 +348,17 @@ pub struct SyncAccepted {
     params(("slug" = String, Path, description = "Team slug")),
     responses(
         (status = 202, description = "Sync requested", body = SyncAccepted),
-        NoSuchTeam, NatsOrStoreUnavailable,
+        NoSuchTeam, NatsOrStoreUnavailable, Denied,
     ))]
 pub async fn sync(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
-    state.records.get_team(&slug).await?;
+    let team = state.records.get_team(&slug).await?;
+    state.authorize(&caller, Access::team("team.sync", &slug).current(&team.spec)).await?;
+    let actor = caller.actor();
     let id = ulid::Ulid::new().to_string();
     let event = EventBuilderV10::new()
         .id(id.clone())
@@ -323,6 +366,8 @@ pub async fn sync(
         .ty(TEAM_SYNC)
         .subject(slug.clone())
         .time(chrono::Utc::now())
+        .extension("authtype", actor.kind)
+        .extension("authid", actor.id)
         .data("application/json", serde_json::json!({ "slug": slug, "reason": "api" }))
         .build()
         .map_err(|e| Problem::internal(&e))?;
@@ -375,10 +420,11 @@ pub struct Purged {
         (status = 404, description = "No such team (or already purged)", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "The team is not deleted, or (without force) its teardown still waits for clusters; the detail lists them", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "A body of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
-        JsonBodyProblems, StoreUnavailable,
+        JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn purge(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -386,6 +432,7 @@ pub async fn purge(
     checked_key("team", &slug)?;
     let request = purge_request(&headers, &body)?;
     let team = state.records.get_team(&slug).await?;
+    state.authorize(&caller, Access::team("team.purge", &slug).current(&team.spec)).await?;
     if !team.is_deleted() {
         return Err(RecordsError::NotTombstoned { kind: RecordKind::Team, key: slug }.into());
     }
@@ -409,6 +456,23 @@ pub async fn purge(
         return Err(Problem::not_found(format!("team {slug:?}")));
     }
     Ok(json_with(StatusCode::OK, &[], &Purged { purged: true, forced, waiting }))
+}
+
+/// The environments where the team has a namespace record, and whether each lets namespaces
+/// be deleted (an environment deleted meanwhile counts as protected).
+async fn namespace_refs(state: &ApiState, slug: &str) -> Result<Vec<NamespaceRef>, Problem> {
+    let filter = NamespaceFilter { team: Some(slug.to_owned()), ..NamespaceFilter::default() };
+    let mut refs = Vec::new();
+    for record in state.records.list_namespaces(&filter).await? {
+        let environment = record.spec.environment.clone();
+        let allow_namespace_deletion = match state.records.get_environment(&environment).await {
+            Ok(env) => env.spec.allow_namespace_deletion,
+            Err(RecordsError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        refs.push(NamespaceRef { environment, allow_namespace_deletion });
+    }
+    Ok(refs)
 }
 
 /// The optional body of a purge: none (or `null`) is the default.

@@ -48,7 +48,7 @@ pub struct WebhookAccepted {
 }
 
 /// Receive a GitHub webhook delivery.
-#[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks", security(()),
     request_body(content = Object, content_type = "application/json", description = "GitHub's payload"),
     params(
         ("X-Hub-Signature-256" = String, Header, description = "sha256=<HMAC-SHA256 of the body>"),

@@ -7,6 +7,8 @@ use clap::Args;
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
 
+use crate::config::Config;
+
 /// How long one API call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -20,6 +22,10 @@ pub struct ApiArgs {
         value_name = "URL"
     )]
     pub api: String,
+    /// Bearer token for the API [default: the token a running `engine dev` wrote to
+    /// <data-dir>/dev-token].
+    #[arg(long, env = "MUSTER_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Print the API's JSON answer.
     #[arg(long)]
     pub json: bool,
@@ -35,15 +41,24 @@ pub struct Answer {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Client {
-    pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+    /// A client of `--api`, sending `--token` (or `MUSTER_TOKEN`, or the dev token in the data
+    /// dir) when there is one.
+    pub fn new(args: &ApiArgs, config: &Config) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .user_agent(concat!("muster-engine-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, base: args.api.trim_end_matches('/').to_owned() })
+        let token = args.token.clone().filter(|t| !t.trim().is_empty()).or_else(|| {
+            std::fs::read_to_string(crate::auth::dev_token_file(&config.data_dir))
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        });
+        Ok(Self { http, base: args.api.trim_end_matches('/').to_owned(), token })
     }
 
     /// Sends a request and returns the JSON answer, or fails with the problem's words.
@@ -60,6 +75,9 @@ impl Client {
     ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some((content_type, body)) = body {
             request =
                 request.header(header::CONTENT_TYPE, content_type).body(serde_json::to_vec(body)?);
@@ -82,7 +100,14 @@ impl Client {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if !status.is_success() {
-            bail!("{}", describe_problem(status, &body));
+            let mut text = describe_problem(status, &body);
+            if status == StatusCode::UNAUTHORIZED {
+                text.push_str(
+                    "\n  (pass --token or set MUSTER_TOKEN; `engine dev` writes its token to \
+                     <data-dir>/dev-token)",
+                );
+            }
+            bail!("{text}");
         }
         Ok(Answer { status, body, etag })
     }

@@ -50,7 +50,10 @@ pub async fn dev(
     config.nats.url = Some(server.url());
     std::fs::write(config.dev_url_file(), server.url())?;
     super::remove_on_hard_exit(config.dev_url_file());
+    let token = dev_token(&mut config)?;
+    super::remove_on_hard_exit(crate::auth::dev_token_file(&config.data_dir));
 
+    let token_file = crate::auth::dev_token_file(&data_dir);
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "engine".into());
@@ -71,12 +74,14 @@ pub async fn dev(
          \x20 journal    {journal}\n\
          \x20 records    {records}\n\
          \x20 HTTP API   {api}  (OpenAPI: {api}/openapi.json)\n\
+         \x20 API token  {token}\n\
          \x20 workflows  {names}\n\n\
          In another terminal, from this directory:\n\
          \x20 {exe} ping\n\
          \x20 {exe} publish --type muster.ping --source /me --data '{{\"hello\":\"world\"}}'\n\
          \x20 {exe} runs list\n\
-         \x20 curl -X POST {api}/v1/environments -H 'content-type: application/json' -d '{{\"name\":\"dev\"}}'\n\
+         \x20 curl -X POST {api}/v1/environments -H \"authorization: Bearer $(cat {token_file})\" \\\n\
+         \x20      -H 'content-type: application/json' -d '{{\"name\":\"dev\"}}'\n\
          \x20 {exe} teams list --api {api}\n\n\
          Ctrl-C drains in-flight runs and stops; a second Ctrl-C exits at once.",
         url = server.url(),
@@ -91,6 +96,14 @@ pub async fn dev(
         },
         api = format!("http://{}", daemon.http_addr()),
         names = names.join(", "),
+        token = token.as_deref().map_or_else(
+            || "none: authentication is off (auth.mode = \"none\")".to_owned(),
+            |token| format!(
+                "{token}\n\x20            (subject \"dev\", an admin; in {}, where the CLI finds it)",
+                token_file.display()
+            ),
+        ),
+        token_file = token_file.display(),
     );
     let mut engine_task = tokio::spawn(daemon.run(shutdown.clone()));
     let mut restarts = 0;
@@ -116,5 +129,36 @@ pub async fn dev(
     };
     server.stop().await?;
     let _ = std::fs::remove_file(config.dev_url_file());
+    let _ = std::fs::remove_file(crate::auth::dev_token_file(&config.data_dir));
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Generates this run's admin token, adds it to the configured ones and writes it to the data
+/// dir (owner-only) for the CLI. `None` when the configuration turns authentication off.
+fn dev_token(config: &mut Config) -> anyhow::Result<Option<String>> {
+    use crate::auth::{AuthMode, TokenConfig, dev_token_file, generate_token, tokens};
+    let file = dev_token_file(&config.data_dir);
+    if config.auth.mode == AuthMode::None {
+        let _ = std::fs::remove_file(&file);
+        return Ok(None);
+    }
+    let token = generate_token();
+    config.auth.tokens.push(TokenConfig {
+        subject: "dev".into(),
+        groups: config.authz.admin_groups.clone(),
+        sha256: tokens::hash(&token),
+    });
+    write_private(&file, &token)?;
+    Ok(Some(token))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }

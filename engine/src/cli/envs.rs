@@ -122,10 +122,13 @@ fn print_env(env: &Value) {
     println!("version                   {}", env["resource_version"]);
 }
 
-pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
+pub async fn envs(
+    config: &crate::config::Config,
+    command: EnvsCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         EnvsCommand::Create { fields, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let body = match &fields.file {
                 Some(path) => read_json_file(path)?,
                 None => {
@@ -147,7 +150,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         EnvsCommand::List { api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let envs = client.list_all("/v1/environments").await?;
             if api.json {
                 print_json(&Value::Array(envs))?;
@@ -169,7 +172,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         EnvsCommand::Get { name, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let path = format!("/v1/environments/{}", encode(&name));
             let answer = client.call(Method::GET, &path, None, None).await?;
             if api.json {
@@ -179,7 +182,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         EnvsCommand::Update { environment: name, fields, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let path = format!("/v1/environments/{}", encode(&name));
             let (body, tag) = match &fields.file {
                 Some(file) => (read_json_file(file)?, None),
@@ -203,7 +206,7 @@ pub async fn envs(command: EnvsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         EnvsCommand::Delete { name, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let path = format!("/v1/environments/{}", encode(&name));
             client.call(Method::DELETE, &path, None, None).await?;
             if api.json {

@@ -36,6 +36,10 @@ pub struct StoredEvent {
     pub subject: String,
     pub id: String,
     pub source: String,
+    /// Who caused it (the `authid` extension), when the event names someone.
+    pub authid: Option<String>,
+    /// The kind of that subject (`authtype`: `user`, `unauthenticated`, `system`, …).
+    pub authtype: Option<String>,
     /// The body as text when it is UTF-8.
     pub data: Option<String>,
 }
@@ -57,9 +61,8 @@ pub async fn events(config: Config, command: EventsCommand) -> anyhow::Result<Ex
                 break;
             }
             let Ok(message) = stream.get_raw_message(seq).await else { continue };
-            let header = |name: &str| {
-                message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
-            };
+            let optional = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            let header = |name: &str| optional(name).unwrap_or_default();
             let ty = header("ce-type");
             if type_prefix.as_deref().is_some_and(|p| !ty.starts_with(p)) {
                 continue;
@@ -71,6 +74,8 @@ pub async fn events(config: Config, command: EventsCommand) -> anyhow::Result<Ex
                 subject: header("ce-subject"),
                 id: header("ce-id"),
                 source: header("ce-source"),
+                authid: optional("ce-authid"),
+                authtype: optional("ce-authtype"),
                 data: std::str::from_utf8(&message.payload).ok().map(str::to_owned),
             });
         }
@@ -79,11 +84,16 @@ pub async fn events(config: Config, command: EventsCommand) -> anyhow::Result<Ex
     if json {
         output::json(&found)?;
     } else {
-        println!("{:<6} {:<30} {:<20} {:<28} SOURCE", "SEQ", "TYPE", "SUBJECT", "ID");
+        println!("{:<6} {:<30} {:<20} {:<28} {:<16} SOURCE", "SEQ", "TYPE", "SUBJECT", "ID", "BY");
         for event in &found {
             println!(
-                "{:<6} {:<30} {:<20} {:<28} {}",
-                event.seq, event.ty, event.subject, event.id, event.source
+                "{:<6} {:<30} {:<20} {:<28} {:<16} {}",
+                event.seq,
+                event.ty,
+                event.subject,
+                event.id,
+                event.authid.as_deref().unwrap_or("-"),
+                event.source
             );
         }
     }

@@ -14,6 +14,7 @@ mod migrate;
 mod namespaces;
 mod output;
 mod ping;
+mod policy;
 mod publish;
 mod run;
 mod runs;
@@ -101,6 +102,10 @@ pub enum Command {
     Namespaces(namespaces::NamespacesCommand),
     /// Apply the records database's migrations (store = "postgres").
     Migrate,
+    /// The authorization policy, offline: decide one request (`eval`: exit 0 allowed, 3
+    /// denied) or run the policy's tests (`test`: exit 1 if any fails).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Measure raw JetStream and Muster side by side against one nats-server.
     Bench(bench::BenchArgs),
     /// Configuration.
@@ -169,10 +174,10 @@ async fn dispatch(
     match command {
         Command::Run(args) => run::run(config, workflows, args, shutdown_on_signals()).await,
         Command::Agent(args) => agent::agent(config, args, shutdown_on_signals()).await,
-        Command::Teams(command) => teams::teams(command).await,
+        Command::Teams(command) => teams::teams(&config, command).await,
         Command::Events(command) => events::events(config, command).await,
-        Command::Envs(command) => envs::envs(command).await,
-        Command::Namespaces(command) => namespaces::namespaces(command).await,
+        Command::Envs(command) => envs::envs(&config, command).await,
+        Command::Namespaces(command) => namespaces::namespaces(&config, command).await,
         Command::Migrate => migrate::migrate(config).await,
         Command::Dev(args) => dev::dev(config, workflows, args, shutdown_on_signals()).await,
         Command::Publish(args) => publish::publish(config, args).await,
@@ -181,6 +186,7 @@ async fn dispatch(
         Command::Dlq(command) => dlq::dlq(config, command).await,
         Command::Schedules(command) => schedules::schedules(config, command).await,
         Command::Bench(args) => bench::bench(config, args).await,
+        Command::Policy(command) => policy::policy(&config, command).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
             eprintln!("configuration is valid");

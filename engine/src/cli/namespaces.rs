@@ -30,10 +30,13 @@ pub enum NamespacesCommand {
     },
 }
 
-pub async fn namespaces(command: NamespacesCommand) -> anyhow::Result<ExitCode> {
+pub async fn namespaces(
+    config: &crate::config::Config,
+    command: NamespacesCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         NamespacesCommand::List { environment, team, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let query: Vec<String> = [("environment", &environment), ("team", &team)]
                 .into_iter()
                 .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={}", encode(v))))

@@ -167,10 +167,13 @@ fn print_purged(slug: &str, purged: &Value) {
     }
 }
 
-pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
+pub async fn teams(
+    config: &crate::config::Config,
+    command: TeamsCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         TeamsCommand::Create { fields, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let body = match &fields.file {
                 Some(path) => read_json_file(path)?,
                 None => Value::Object(fields.to_object()?),
@@ -189,7 +192,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TeamsCommand::List { api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let teams = client.list_all("/v1/teams").await?;
             if api.json {
                 print_json(&Value::Array(teams))?;
@@ -213,7 +216,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TeamsCommand::Get { slug, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let answer = client
                 .call(Method::GET, &format!("/v1/teams/{}", encode(&slug)), None, None)
                 .await?;
@@ -224,7 +227,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TeamsCommand::Update { team: slug, fields, if_version, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let path = format!("/v1/teams/{}", encode(&slug));
             let tag = if_version.map(|v| format!("\"{v}\""));
             let answer = match &fields.file {
@@ -256,7 +259,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TeamsCommand::Delete { slug, if_version, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let tag = if_version.map(|v| format!("\"{v}\""));
             let answer = client
                 .call(Method::DELETE, &format!("/v1/teams/{}", encode(&slug)), None, tag.as_deref())
@@ -272,7 +275,7 @@ pub async fn teams(command: TeamsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TeamsCommand::Purge { slug, force, api } => {
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, config)?;
             let body = json!({ "force": force });
             let answer = client
                 .call(

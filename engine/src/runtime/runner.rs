@@ -14,6 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use chrono::Utc;
@@ -45,6 +46,29 @@ const INFRA_RETRY: Duration = Duration::from_secs(2);
 /// The run id of `workflow` for an event: the workflow name and a hash of source and id.
 pub fn run_id(workflow: &str, event: &Event) -> String {
     format!("{workflow}-{}", codec::message_id(event.source(), event.id()))
+}
+
+/// Whether a message re-drives a failed run: it has the `Muster-Redrive` header *and* came on
+/// this workflow's re-drive subject (`<prefix>.runs.<workflow>.<key>`, see
+/// [`Names::redrive_subject`]). The header alone is not enough: whoever may publish events on
+/// `<prefix>.events.>` could set it and reset a failed run's attempts; the re-drive subjects are
+/// the ones only retry and DLQ replay publish on.
+fn is_redrive(names: &Names, workflow: &str, subject: &str, headers: Option<&HeaderMap>) -> bool {
+    let Some(header) = headers.and_then(|h| h.get(dlq::H_REDRIVE)) else { return false };
+    let on_redrive_subject = subject
+        .strip_prefix(names.prefix())
+        .and_then(|rest| rest.strip_prefix(".runs."))
+        .and_then(|rest| rest.strip_prefix(workflow))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|key| !key.is_empty() && !key.contains('.'));
+    if !on_redrive_subject {
+        debug!(
+            subject,
+            redrive = header.as_str(),
+            "ignoring a re-drive header outside a re-drive subject"
+        );
+    }
+    on_redrive_subject
 }
 
 /// What to answer JetStream.
@@ -207,7 +231,12 @@ impl Runner {
             nats_subject: message.subject.to_string(),
             stream_sequence,
         };
-        let redrive = message.headers.as_ref().and_then(|h| h.get(dlq::H_REDRIVE)).is_some();
+        let redrive = is_redrive(
+            &self.names,
+            self.workflow.name(),
+            &message.subject,
+            message.headers.as_ref(),
+        );
         let context = MessageContext { message, stream_sequence, delivered, redrive };
         self.drive(event, key, run_id, trigger, context).instrument(span).await
     }
@@ -475,6 +504,29 @@ impl Drop for KeyGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redrive_header_counts_only_on_the_workflows_redrive_subject() {
+        let names = Names::new("muster");
+        let mut marked = HeaderMap::new();
+        marked.insert(dlq::H_REDRIVE, "retry:ping-abc");
+        let redrive = names.redrive_subject("ping", "payments");
+        assert!(is_redrive(&names, "ping", &redrive, Some(&marked)));
+        assert!(!is_redrive(&names, "ping", &redrive, None), "no header, no re-drive");
+        assert!(!is_redrive(&names, "ping", &redrive, Some(&HeaderMap::new())));
+        for subject in [
+            "muster.events.muster.ping.payments", // a publisher setting the header
+            "muster.runs.pong.payments",          // another workflow's re-drive
+            "muster.runs.pingpong.payments",
+            "muster.runs.ping",
+            "muster.runs.ping.",
+            "muster.runs.ping.a.b",
+            "other.runs.ping.payments",
+            "musterx.runs.ping.payments",
+        ] {
+            assert!(!is_redrive(&names, "ping", subject, Some(&marked)), "{subject}");
+        }
+    }
 
     #[tokio::test]
     async fn one_holder_per_key_and_entries_are_cleaned_up() {

@@ -206,15 +206,15 @@ mod tests {
     use super::*;
     use crate::memory::{MemoryJournal, MemoryPublisher, MemoryRecords};
     use crate::records::ClusterOutcome;
-    use crate::records::{EnvironmentSpec, NamespaceSpec, TeamSpec};
+    use crate::records::{Actor, EnvironmentSpec, NamespaceSpec, TeamSpec};
     use chrono::DateTime;
 
     async fn fixture() -> (MemoryRecords, MemoryPublisher, RecordClusterReport) {
         let records = MemoryRecords::new();
         let publisher = MemoryPublisher::new();
-        records.create_environment(EnvironmentSpec::named("dev")).await.unwrap();
+        records.create_environment(EnvironmentSpec::named("dev"), &Actor::system()).await.unwrap();
         let team: TeamSpec = serde_json::from_str(r#"{"slug":"payments","name":"P"}"#).unwrap();
-        records.create_team(team).await.unwrap();
+        records.create_team(team, &Actor::system()).await.unwrap();
         let spec = NamespaceSpec {
             target_clusters: vec!["dev-1".into()],
             ..crate::cluster::objects::tests::record("payments").spec

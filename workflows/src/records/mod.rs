@@ -53,7 +53,7 @@ pub use namespace::{
     RoleBinding,
 };
 pub use outbox::{
-    Change, ENVIRONMENT_CREATED, ENVIRONMENT_DELETED, ENVIRONMENT_UPDATED, OutboxEvent,
+    Actor, Change, ENVIRONMENT_CREATED, ENVIRONMENT_DELETED, ENVIRONMENT_UPDATED, OutboxEvent,
     TEAM_CREATED, TEAM_DELETED, TEAM_UPDATED,
 };
 pub use port::{MAX_PAGE_SIZE, Page, Records, page_size};

@@ -21,6 +21,26 @@ pub enum Change {
     Deleted,
 }
 
+/// Who caused a change: the CloudEvents auth context (`authtype`, `authid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `authtype`: `user`, `unauthenticated`, or `system` for Muster itself.
+    pub kind: String,
+    /// `authid`: the subject id (`anonymous` when unauthenticated).
+    pub id: String,
+}
+
+impl Actor {
+    pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
+        Actor { kind: kind.into(), id: id.into() }
+    }
+
+    /// Muster itself, for changes no caller asked for.
+    pub fn system() -> Self {
+        Actor::new("system", "muster")
+    }
+}
+
 /// An event waiting in the outbox for the relay to publish it as a CloudEvent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {
@@ -35,11 +55,20 @@ pub struct OutboxEvent {
     /// last state).
     pub data: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// Who caused the change; `None` in events stored before actors were recorded.
+    #[serde(default)]
+    pub actor: Option<Actor>,
 }
 
 impl OutboxEvent {
-    /// The event announcing `change` of `team`.
-    pub fn team(id: String, change: Change, team: &Team, now: DateTime<Utc>) -> Self {
+    /// The event announcing `change` of `team` by `actor`.
+    pub fn team(
+        id: String,
+        change: Change,
+        team: &Team,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Self {
         let event_type = match change {
             Change::Created => TEAM_CREATED,
             Change::Updated => TEAM_UPDATED,
@@ -51,14 +80,16 @@ impl OutboxEvent {
             subject: team.spec.slug.clone(),
             data: to_value(team),
             created_at: now,
+            actor: Some(actor.clone()),
         }
     }
 
-    /// The event announcing `change` of `environment`.
+    /// The event announcing `change` of `environment` by `actor`.
     pub fn environment(
         id: String,
         change: Change,
         environment: &Environment,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Self {
         let event_type = match change {
@@ -72,6 +103,7 @@ impl OutboxEvent {
             subject: environment.spec.name.clone(),
             data: to_value(environment),
             created_at: now,
+            actor: Some(actor.clone()),
         }
     }
 }
@@ -90,10 +122,22 @@ mod tests {
     fn environment_event_carries_the_record() {
         let now = Utc::now();
         let env = Environment::new(EnvironmentSpec::named("dev"), now);
-        let ev = OutboxEvent::environment("01J".into(), Change::Deleted, &env, now);
+        let bob = Actor::new("user", "bob");
+        let ev = OutboxEvent::environment("01J".into(), Change::Deleted, &env, &bob, now);
         assert_eq!(ev.event_type, "muster.environment.deleted");
         assert_eq!(ev.subject, "dev");
         assert_eq!(ev.data["name"], "dev");
         assert_eq!(ev.data["resource_version"], 1);
+        assert_eq!(ev.actor, Some(bob));
+    }
+
+    #[test]
+    fn events_stored_without_an_actor_still_read() {
+        let stored = serde_json::json!({
+            "id": "01J", "event_type": "muster.team.created", "subject": "payments",
+            "data": {"slug": "payments"}, "created_at": "2026-01-01T00:00:00Z"
+        });
+        let ev: OutboxEvent = serde_json::from_value(stored).unwrap();
+        assert_eq!(ev.actor, None);
     }
 }

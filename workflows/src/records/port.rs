@@ -7,7 +7,7 @@ use super::error::RecordsResult;
 use super::namespace::{
     ClusterStatus, NamespaceFilter, NamespaceRecord, NamespaceSpec, NamespaceState,
 };
-use super::outbox::OutboxEvent;
+use super::outbox::{Actor, OutboxEvent};
 use super::team::{Team, TeamSpec, TeamStatus};
 
 /// Largest page a list returns; larger limits are clamped to it.
@@ -31,7 +31,8 @@ pub struct Page<T> {
 /// # Guarantees (every implementation; the conformance suite in `connectors/tests` checks them)
 /// - A mutation either happens completely or not at all, and is durable when it returns `Ok`.
 /// - Every mutation of a team or an environment appends exactly one [`OutboxEvent`] in the
-///   same transaction; a failed mutation (validation, conflict, not found) writes neither.
+///   same transaction, naming the [`Actor`] passed in; a failed mutation (validation,
+///   conflict, not found) writes neither.
 ///   The one exception is [`Records::set_team_status`]: status is not a change of the team.
 /// - `resource_version` starts at 1 and grows by exactly one with each change of a record.
 /// - Validation runs before any write: an invalid record is never stored.
@@ -57,7 +58,7 @@ pub trait Records: Send + Sync {
     ///
     /// # Errors
     /// `Invalid`; `AlreadyExists` when the slug is taken, also by a tombstone awaiting purge.
-    async fn create_team(&self, spec: TeamSpec) -> RecordsResult<Team>;
+    async fn create_team(&self, spec: TeamSpec, actor: &Actor) -> RecordsResult<Team>;
 
     /// Replaces the team `spec.slug` and announces `muster.team.updated`.
     ///
@@ -68,6 +69,7 @@ pub trait Records: Send + Sync {
         &self,
         spec: TeamSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Team>;
 
     /// Tombstones the team (sets `deleted_at`) and announces `muster.team.deleted`.
@@ -75,7 +77,12 @@ pub trait Records: Send + Sync {
     ///
     /// # Errors
     /// `NotFound`; `VersionConflict` as for updates.
-    async fn delete_team(&self, slug: &str, expected_version: Option<u64>) -> RecordsResult<Team>;
+    async fn delete_team(
+        &self,
+        slug: &str,
+        expected_version: Option<u64>,
+        actor: &Actor,
+    ) -> RecordsResult<Team>;
 
     /// Replaces the team's [`TeamStatus`] and returns the team. Status is not spec: the
     /// `resource_version` and `updated_at` stay, and nothing is appended to the outbox, so a
@@ -109,7 +116,11 @@ pub trait Records: Send + Sync {
     ///
     /// # Errors
     /// `Invalid`; `AlreadyExists`.
-    async fn create_environment(&self, spec: EnvironmentSpec) -> RecordsResult<Environment>;
+    async fn create_environment(
+        &self,
+        spec: EnvironmentSpec,
+        actor: &Actor,
+    ) -> RecordsResult<Environment>;
 
     /// Replaces the environment `spec.name` and announces `muster.environment.updated`.
     ///
@@ -119,6 +130,7 @@ pub trait Records: Send + Sync {
         &self,
         spec: EnvironmentSpec,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment>;
 
     /// Removes the environment (no tombstone) and announces `muster.environment.deleted` with
@@ -131,6 +143,7 @@ pub trait Records: Send + Sync {
         &self,
         name: &str,
         expected_version: Option<u64>,
+        actor: &Actor,
     ) -> RecordsResult<Environment>;
 
     // ----- namespace records (not announced through the outbox: `sync_team` publishes

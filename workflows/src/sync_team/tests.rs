@@ -8,7 +8,9 @@ use super::*;
 use crate::ErrorKind;
 use crate::github::{GitHubError, Member, RateLimitKind, Role};
 use crate::memory::{MemoryGitHub, MemoryJournal, MemoryPublisher, MemoryRecords};
-use crate::records::{ClusterOutcome, ClusterStatus, EnvironmentSpec, QuotaProfile, TeamSpec};
+use crate::records::{
+    Actor, ClusterOutcome, ClusterStatus, EnvironmentSpec, QuotaProfile, TeamSpec,
+};
 
 const BOT: &str = "muster-bot";
 
@@ -33,8 +35,12 @@ impl Fixture {
         let mut dev = EnvironmentSpec::named("dev");
         dev.default_quota.insert("requests.cpu".into(), "4".into());
         dev.default_limits.insert("memory".into(), "1Gi".into());
-        fixture.records.create_environment(dev).await.unwrap();
-        fixture.records.create_environment(EnvironmentSpec::named("prod")).await.unwrap();
+        fixture.records.create_environment(dev, &Actor::system()).await.unwrap();
+        fixture
+            .records
+            .create_environment(EnvironmentSpec::named("prod"), &Actor::system())
+            .await
+            .unwrap();
         fixture
     }
 
@@ -43,7 +49,7 @@ impl Fixture {
     }
 
     async fn create_team(&self) -> Team {
-        self.records.create_team(spec()).await.unwrap()
+        self.records.create_team(spec(), &Actor::system()).await.unwrap()
     }
 
     /// Runs the workflow as run `run_id` on `journal` (share a journal to replay).
@@ -261,7 +267,7 @@ async fn a_team_deleted_during_its_sync_leaves_the_rest_to_the_teardown() {
     f.publisher.fail_after(0);
     f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
     f.records.delete_namespace("payments", "prod").await.unwrap();
-    f.records.delete_team("payments", None).await.unwrap();
+    f.records.delete_team("payments", None, &Actor::system()).await.unwrap();
     journal.forget_from(3);
     f.publisher.recover();
     let output = f.run_on("sync_team-1", &journal, created()).await.unwrap();
@@ -279,10 +285,10 @@ async fn a_nested_team_names_its_parents_github_team() {
     let mut platform = spec();
     platform.slug = "platform".into();
     platform.name = "Platform Engineering".into();
-    f.records.create_team(platform).await.unwrap();
+    f.records.create_team(platform, &Actor::system()).await.unwrap();
     let mut child = spec();
     child.parent = Some("platform".into());
-    f.records.create_team(child).await.unwrap();
+    f.records.create_team(child, &Actor::system()).await.unwrap();
     let journal = MemoryJournal::new();
     // The parent's own sync has not run yet: wait for it rather than create the team unnested.
     let err = f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
@@ -405,7 +411,7 @@ async fn a_rename_updates_the_same_github_team() {
 
     let mut renamed = spec();
     renamed.name = "Payments Platform".into();
-    f.records.update_team(renamed, Some(1)).await.unwrap();
+    f.records.update_team(renamed, Some(1), &Actor::system()).await.unwrap();
     let output = f.run("sync_team-2", event("muster.team.updated", "e-2", None)).await.unwrap();
 
     let gh = f.github_team();
@@ -421,7 +427,7 @@ async fn a_removed_environment_leaves_its_namespace_deleting() {
     let f = Fixture::live().await;
     f.create_team().await;
     f.run("sync_team-1", created()).await.unwrap();
-    f.records.delete_environment("prod", None).await.unwrap();
+    f.records.delete_environment("prod", None, &Actor::system()).await.unwrap();
 
     let output = f.run("sync_team-2", sync("e-2", json!({}))).await.unwrap();
     let prod = f.namespace("prod").await;
@@ -449,10 +455,10 @@ async fn teardown_retains_the_github_team_and_purges_once_the_agents_reported() 
     let f = Fixture::live().await;
     let mut dev = EnvironmentSpec::named("dev");
     dev.clusters = vec!["dev-1".into(), "dev-2".into()];
-    f.records.update_environment(dev, None).await.unwrap();
+    f.records.update_environment(dev, None, &Actor::system()).await.unwrap();
     f.create_team().await;
     f.run("sync_team-1", created()).await.unwrap();
-    f.records.delete_team("payments", None).await.unwrap();
+    f.records.delete_team("payments", None, &Actor::system()).await.unwrap();
 
     let deleted = || event("muster.team.deleted", "e-deleted", None);
     let journal = MemoryJournal::new();
@@ -505,7 +511,7 @@ async fn teardown_deletes_the_github_team_when_allowed() {
     let f = Fixture::new(MemoryGitHub::new(Some(BOT)).allowing_deletion()).await;
     f.create_team().await;
     f.run("sync_team-1", created()).await.unwrap();
-    f.records.delete_team("payments", None).await.unwrap();
+    f.records.delete_team("payments", None, &Actor::system()).await.unwrap();
 
     let output = f.run("sync_team-2", event("muster.team.deleted", "e-d", None)).await.unwrap();
     assert_eq!(output["github"]["team"]["action"], "deleted");
@@ -520,7 +526,7 @@ async fn teardown_of_a_team_never_linked_deletes_nothing() {
     let f = Fixture::new(MemoryGitHub::new(Some(BOT)).allowing_deletion()).await;
     f.github.insert_team("Payments", Vec::new());
     f.create_team().await;
-    f.records.delete_team("payments", None).await.unwrap();
+    f.records.delete_team("payments", None, &Actor::system()).await.unwrap();
     let output = f.run("sync_team-1", event("muster.team.deleted", "e-d", None)).await.unwrap();
     assert_eq!(output["github"]["team"]["action"], "not_linked");
     assert_eq!(f.github.teams().len(), 1, "a team Muster never linked is not deleted");
@@ -598,11 +604,11 @@ async fn records_carry_the_profile_labels_and_the_environment_flags() {
             limits: Default::default(),
         },
     );
-    f.records.update_environment(dev, None).await.unwrap();
+    f.records.update_environment(dev, None, &Actor::system()).await.unwrap();
     let mut team = spec();
     team.quota_profile = Some("large".into());
     team.labels.insert("cost-center".into(), "42".into());
-    f.records.create_team(team).await.unwrap();
+    f.records.create_team(team, &Actor::system()).await.unwrap();
 
     let output = f.run("sync_team-1", created()).await.unwrap();
     let dev = f.namespace("dev").await;
@@ -621,7 +627,7 @@ async fn records_carry_the_profile_labels_and_the_environment_flags() {
     // Switching the team to the defaults updates the record in place.
     let mut team = f.records.get_team("payments").await.unwrap().spec;
     team.quota_profile = None;
-    f.records.update_team(team, None).await.unwrap();
+    f.records.update_team(team, None, &Actor::system()).await.unwrap();
     f.run("sync_team-2", event("muster.team.updated", "u-1", None)).await.unwrap();
     let after = f.namespace("dev").await;
     assert_eq!(after.spec.quota["requests.cpu"], "4");
