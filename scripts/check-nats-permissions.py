@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prove the agent permissions of config/nats/hub.conf and leaf.conf against real nats-servers.
+"""Prove the agent and publisher permissions of config/nats/hub.conf and leaf.conf on real servers.
 
     python3 scripts/check-nats-permissions.py NATS_SERVER_BIN     (run by scripts/validate-deploy)
 
@@ -10,6 +10,11 @@ and once as the `agent-dev` user on the hub, it checks that an agent can do what
 (JetStream account and stream info, create its own filtered durable consumer, pull only its
 environment's events, ack, publish a report) and nothing else (another filter, another environment's
 or the engine's consumer, other event types, a raw subscription to the events, stream admin).
+Then, as the example publisher `billing` (inbox prefix `_INBOX.billing`), it checks that a service
+can publish its own event types with a JetStream publish (PubAck, stored in MUSTER_EVENTS) and
+nothing else: no `muster.*` or `com.github.*` event, no other service's type, no re-drive (each a
+permissions violation, no PubAck, nothing stored), no stream or consumer, no reading the stream, no
+subscription to the events or to other clients' inboxes.
 Needs the `nats-py` package. Exit status 0 when every check passes.
 """
 
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.request
 from pathlib import Path
 
@@ -40,7 +46,12 @@ SECRETS = {
     "MUSTER_LEAF_PROD_EU_1_PASSWORD": "leaf-prod-eu-1-pw",
     "NATS_SYS_PASSWORD": "sys-pw",
     "MUSTER_AGENT_PASSWORD": "agent-pw",
+    "MUSTER_BILLING_PASSWORD": "billing-pw",
 }
+# The example publisher of hub.conf: its user, the inbox prefix it connects with, one of its types.
+PUBLISHER = "billing"
+PUBLISHER_INBOX = "_INBOX.billing"
+PUBLISHER_TYPE = "com.acme.billing.invoiced"
 
 results: list[tuple[str, bool]] = []
 
@@ -86,6 +97,129 @@ def consumer_body(name: str, filter_subject: str) -> dict:
         "config": {"durable_name": name, "name": name, "filter_subject": filter_subject,
                    "ack_policy": "explicit", "deliver_policy": "all"},
     }
+
+
+def subject_token(subject: str | None) -> str:
+    """The CloudEvent subject as one NATS token, as `workflows::event::subject_token` makes it."""
+    if not subject:
+        return "_"
+    return "".join("_" if c in ".*>" or c.isspace() or unicodedata.category(c) == "Cc" else c
+                   for c in subject)
+
+
+def event_subject(event_type: str, subject: str | None) -> str:
+    """Where the engine publishes an event, as `Names::event_subject` builds it (prefix `muster`)."""
+    return f"muster.events.{event_type}.{subject_token(subject)}"
+
+
+def cloudevent(event_type: str, subject: str, event_id: str) -> dict[str, str]:
+    """Binary-mode CloudEvent headers, as a service would send them."""
+    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/billing/invoices",
+            "ce-type": event_type, "ce-subject": subject, "content-type": "application/json"}
+
+
+async def stored(ejs, subject: str) -> int:
+    """How many messages MUSTER_EVENTS holds on exactly `subject` (read as the engine)."""
+    info = await ejs.stream_info(STREAM, subjects_filter=subject)
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def publisher(hub_url: str, ejs) -> None:
+    """The example publisher `billing`: its own event types, nothing else."""
+    print(f"as the publisher {PUBLISHER} on the hub (types com.acme.billing.**, inbox {PUBLISHER_INBOX})")
+    errors: list[str] = []
+
+    async def collect_error(e):
+        errors.append(str(e).lower())
+
+    def violation(kind: str, subject: str) -> bool:
+        return any(f'permissions violation for {kind} to "{subject.lower()}"' in e for e in errors)
+
+    nc = await nats.connect(hub_url, user=PUBLISHER, password=SECRETS["MUSTER_BILLING_PASSWORD"],
+                            inbox_prefix=PUBLISHER_INBOX, error_cb=collect_error)
+    js = nc.jetstream()
+
+    # Its own type; a CloudEvent subject with dots is one token (`inv.2024.1` -> `inv_2024_1`).
+    own = event_subject(PUBLISHER_TYPE, "inv.2024.1")
+    ok, ack = await attempt(js.publish(own, b'{"amount": 42}', timeout=TIMEOUT,
+                                       headers=cloudevent(PUBLISHER_TYPE, "inv.2024.1", "inv-1")))
+    count = await stored(ejs, own)
+    check(f"publish {PUBLISHER_TYPE} on {own} (PubAck from {STREAM}, stored)",
+          ok and ack.stream == STREAM and count == 1, f"{ack!r}, stored {count}")
+
+    denied = [
+        ("muster.team.sync (Muster's own type)", event_subject("muster.team.sync", "payments"),
+         "muster.team.sync", b'{"allow_mass_removal": true}'),
+        ("com.github.push (GitHub's type)", event_subject("com.github.push", "acme/payments"),
+         "com.github.push", b"{}"),
+        ("another service's type com.acme.payments.refunded",
+         event_subject("com.acme.payments.refunded", "r-1"), "com.acme.payments.refunded", b"{}"),
+        ("a type sharing its prefix but not its token, com.acme.billingops.paid",
+         event_subject("com.acme.billingops.paid", "p-1"), "com.acme.billingops.paid", b"{}"),
+        ("a re-drive muster.runs.sync_team.x", "muster.runs.sync_team.x", "muster.team.sync", b"{}"),
+    ]
+    for label, subject, event_type, body in denied:
+        ok, _ = await attempt(js.publish(subject, body, timeout=TIMEOUT,
+                                         headers=cloudevent(event_type, "x", f"forged-{subject}")))
+        count = await stored(ejs, subject)
+        check(f"denied: {label} on {subject} (permissions violation, no PubAck, nothing stored)",
+              not ok and violation("publish", subject) and count == 0,
+              f"PubAck {ok}, violation reported {violation('publish', subject)}, stored {count}")
+
+    # No JetStream API at all: no stream or consumer admin, no reading the stream.
+    ok, _ = await api(nc, "$JS.API.STREAM.CREATE.BILLING", {"name": "BILLING", "subjects": ["billing.>"]})
+    streams = [s.config.name for s in await ejs.streams_info()]
+    check("denied: creating a stream", not ok and "BILLING" not in streams, f"streams {streams}")
+    before = sorted(c.name for c in await ejs.consumers_info(STREAM))
+    for label, subject, body in [
+        ("a durable consumer", f"$JS.API.CONSUMER.CREATE.{STREAM}.{PUBLISHER}.{own}",
+         consumer_body(PUBLISHER, own)),
+        ("a consumer in the legacy form", f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{PUBLISHER}",
+         consumer_body(PUBLISHER, own)),
+        ("an ephemeral consumer", f"$JS.API.CONSUMER.CREATE.{STREAM}",
+         {"stream_name": STREAM, "config": {"filter_subject": own, "ack_policy": "none"}}),
+    ]:
+        ok, _ = await api(nc, subject, body)
+        after = sorted(c.name for c in await ejs.consumers_info(STREAM))
+        check(f"denied: creating {label}", not ok and after == before, f"consumers {after}")
+    ok, _ = await api(nc, f"$JS.API.STREAM.MSG.GET.{STREAM}", {"seq": 1})
+    check("denied: reading the stream (STREAM.MSG.GET)", not ok)
+    ok, _ = await api(nc, f"$JS.API.STREAM.INFO.{STREAM}")
+    check("denied: stream info", not ok)
+
+    # No subscriptions beyond its inbox: not the events (not even its own), not other inboxes.
+    seen = []
+
+    async def collect(m):
+        seen.append(m.subject)
+
+    subjects = ("muster.events.>", "muster.events.com.acme.billing.>", "_INBOX.>")
+    for subject in subjects:
+        try:
+            await nc.subscribe(subject, cb=collect)
+            await nc.flush(timeout=TIMEOUT)
+        except Exception:
+            pass
+    await ejs.publish(event_subject(PUBLISHER_TYPE, "inv-2"), b"{}")  # a PubAck to the engine's inbox
+    await ejs.publish("muster.events.muster.team.sync.payments", b"{}")
+    await asyncio.sleep(0.3)
+    check("denied: subscribing to muster.events.>, its own events or other clients' _INBOX.>",
+          seen == [] and all(violation("subscription", s) for s in subjects), f"saw {seen}")
+    await nc.close()
+
+    # The inbox prefix matters: with the default `_INBOX.` the reply subscription is refused, so
+    # the event is stored but its publisher never learns it.
+    errors.clear()
+    nc = await nats.connect(hub_url, user=PUBLISHER, password=SECRETS["MUSTER_BILLING_PASSWORD"],
+                            error_cb=collect_error)
+    default = event_subject(PUBLISHER_TYPE, "inv-3")
+    ok, _ = await attempt(nc.jetstream().publish(default, b"{}", timeout=TIMEOUT,
+                                                 headers=cloudevent(PUBLISHER_TYPE, "inv-3", "inv-3")))
+    count = await stored(ejs, default)
+    refused = any("permissions violation for subscription to \"_inbox." in e for e in errors)
+    check("without its inbox prefix: stored, but no PubAck (the _INBOX.* reply subscription is refused)",
+          not ok and refused and count == 1, f"PubAck {ok}, refused {refused}, stored {count}")
+    await nc.close()
 
 
 async def scenario(hub_url: str, leaf_url: str) -> None:
@@ -163,6 +297,7 @@ async def scenario(hub_url: str, leaf_url: str) -> None:
         await asyncio.sleep(0.3)
         check("denied: a raw subscription to muster.events.>", seen == [], f"{seen}")
         await nc.close()
+    await publisher(hub_url, ejs)
     await engine.close()
 
 
