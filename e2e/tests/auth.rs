@@ -575,3 +575,63 @@ async fn record_changes_name_who_made_them() -> anyhow::Result<()> {
     engine.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_reads_the_records_with_its_token_and_says_when_refused() -> anyhow::Result<()> {
+    use e2e::agents::{Agent, AgentSpec, wait_report_with};
+    use e2e::fake_kube::FakeKube;
+    const AGENT: &str = "agent-token";
+    let mut world = World::start().await?;
+    let agent_entry = format!(
+        "[[auth.tokens]]\nsubject = \"agent-dev-kind\"\ngroups = [\"muster-agents\"]\nsha256 = \"{}\"\n",
+        hash(AGENT)
+    );
+    world.use_config(&format!("{}{agent_entry}", tokens_config()))?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let dev = json!({"name": "dev", "clusters": ["kind"], "allow_namespace_deletion": true});
+    ok(http.post(format!("{api}/v1/environments")).bearer_auth(ADMIN).json(&dev)).await?;
+    ok(http.post(format!("{api}/v1/teams")).bearer_auth(ADMIN).json(&team("payments", &["bob"])))
+        .await?;
+
+    let kube = FakeKube::start().await?;
+    let spec = |cluster: &'static str| AgentSpec {
+        nats_url: "",
+        api_url: &api,
+        environment: "dev",
+        cluster,
+        interval: Duration::from_secs(3600),
+        group_prefix: "",
+    };
+    let nats_url = world.nats.url();
+    let token_file = world.dir.path().join("agent-token");
+    std::fs::write(&token_file, format!("{AGENT}\n"))?;
+    let mut config = Agent::config(&spec("kind"));
+    config.nats.url = Some(nats_url.clone());
+    config.agent.api_token_file = Some(token_file);
+    let agent = Agent::start_with(config, kube.client()).await?;
+    agent.ready().await?;
+    let admin = reqwest::Client::builder()
+        .default_headers(
+            [(header::AUTHORIZATION, format!("Bearer {ADMIN}").parse()?)].into_iter().collect(),
+        )
+        .build()?;
+    wait_report_with(&admin, &api, "payments-dev", "kind", "applied").await?;
+
+    // Without a token the agent is not ready, and its /readyz says why.
+    let mut config = Agent::config(&spec("other"));
+    config.nats.url = Some(nats_url);
+    let refused = Agent::start_with(config, kube.client()).await?;
+    let detail = wait_for("the refused agent to report the 401", WAIT, || async {
+        let (status, body) = refused.readyz().await.ok()?;
+        let text = body.to_string();
+        (status == 503 && text.contains("401")).then_some(text)
+    })
+    .await?;
+    assert!(detail.contains("no full reconcile yet"), "{detail}");
+    refused.stop().await?;
+    agent.stop().await?;
+    engine.stop().await?;
+    Ok(())
+}
