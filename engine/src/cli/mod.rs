@@ -67,13 +67,15 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine: connect to NATS, create or update streams and consumers, run workflows,
-    /// serve the HTTP API, until SIGTERM/SIGINT (a second signal exits at once).
+    /// serve the HTTP API, until SIGTERM/SIGINT (a second signal exits at once). Without [auth]
+    /// credentials the API serves only on a loopback address (or set auth.mode = "none").
     Run(run::RunArgs),
     /// Run the cluster agent: apply one environment's namespace records to the Kubernetes
     /// cluster of the current kubeconfig (or the in-cluster service account), and report.
     Agent(agent::AgentArgs),
     /// Run the engine on embedded defaults: a supervised local nats-server with JetStream and
-    /// the journal, both in the data dir.
+    /// the journal, both in the data dir, and a fresh admin API token (printed, and written to
+    /// <data-dir>/dev-token, where the CLI finds it).
     Dev(dev::DevArgs),
     /// Read the events stream (the audit log).
     #[command(subcommand)]
