@@ -11,7 +11,8 @@
 #               current,                    the stored record's spec; null if it does not exist yet
 #               namespaces,                 team.delete: [{environment, allow_namespace_deletion}]
 #               event}                      event.publish: {type, source, subject}
-#   changes    the top-level spec fields the request sets
+#   changes    the top-level spec fields the request sets; for team.sync, the options it
+#              sets ("allow_mass_removal")
 #   request    {method, path}
 #
 # data.config (`PolicyData`):
@@ -28,7 +29,8 @@
 # allowed, the denials when not.
 #
 # To adapt the policy to a site, change the tables below (`admin_only_actions`,
-# `maintainer_actions`, `maintainer_fields`, `reserved_type_prefixes`) before the rules.
+# `admin_only_changes`, `maintainer_actions`, `maintainer_fields`, `reserved_type_prefixes`)
+# before the rules.
 package muster.authz
 
 import rego.v1
@@ -71,6 +73,11 @@ admin_only_actions := {
 	"run.retry": "retry runs",
 	"dlq.replay": "replay dead letters",
 }
+
+# What only admins may ask for, whatever the action, with the words a denial uses: entries
+# of `changes`. `allow_mass_removal` is a team.sync that may remove every member of a team, a
+# majority of them, or more than the configured share and number (GitHub's mass-removal guard).
+admin_only_changes := {"allow_mass_removal": "override the mass-removal guard"}
 
 # What a team's maintainers may do to their own team.
 maintainer_actions := {"team.update", "team.sync"}
@@ -168,6 +175,10 @@ grants contains sprintf("%s may publish %s events from %s", [caller, event.type,
 denials contains "the caller is not authenticated" if not authenticated
 
 denials contains sprintf("only admins may %s", [admin_only_actions[input.action]])
+
+denials contains sprintf("only admins may %s", [admin_only_changes[change]]) if {
+	some change in input.changes
+}
 
 # Separate from `admin_only_actions`: a site that lets maintainers delete their teams still
 # protects the environments that forbid namespace deletion.

@@ -138,6 +138,25 @@ test_maintainer_may_sync if {
 	authz.allow with input as team_input("alice", [], "team.sync", []) with data.config as config
 }
 
+test_maintainer_may_not_override_the_mass_removal_guard if {
+	not authz.allow with input as team_input("alice", [], "team.sync", ["allow_mass_removal"]) with data.config as config
+	authz.reasons == {"only admins may override the mass-removal guard"}
+		with input as team_input("alice", [], "team.sync", ["allow_mass_removal"])
+		with data.config as config
+}
+
+test_admin_may_override_the_mass_removal_guard if {
+	authz.allow with input as team_input("root", ["muster-admins"], "team.sync", ["allow_mass_removal"])
+		with data.config as config
+}
+
+test_outsider_may_not_override_the_mass_removal_guard if {
+	not authz.allow with input as team_input("mallory", [], "team.sync", ["allow_mass_removal"]) with data.config as config
+	authz.reasons == {"mallory does not maintain team payments", "only admins may override the mass-removal guard"}
+		with input as team_input("mallory", [], "team.sync", ["allow_mass_removal"])
+		with data.config as config
+}
+
 test_maintainer_may_not_delete if {
 	not authz.allow with input as delete_input("alice", [], []) with data.config as config
 	authz.reasons == {"only admins may delete teams"} with input as delete_input("alice", [], []) with data.config as config

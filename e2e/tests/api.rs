@@ -547,7 +547,9 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() -> anyhow::Result<()> {
         "invalid-body",
     )
     .await?;
-    let bad_slug = json!({"slug": "Bad_Slug!", "name": "A", "members": ["-nope"]}).to_string();
+    let bad_slug =
+        json!({"slug": "Bad_Slug!", "name": "A", "members": ["-nope"], "maintainers": ["carol"]})
+            .to_string();
     let p = problem(
         post("/v1/teams", "application/json", bad_slug).await?,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -1243,5 +1245,138 @@ async fn the_api_serves_https_with_the_configured_certificate() -> anyhow::Resul
     // Plain HTTP is not answered as HTTP.
     let plain = Client::new().get(format!("{}/livez", engine.api)).send().await;
     assert!(plain.is_err() || !plain?.status().is_success());
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn member_lists_are_never_emptied_by_omission_and_teams_need_a_maintainer()
+-> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let paths = |p: &Value| -> Vec<String> {
+        p["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().into()).collect()
+    };
+
+    // Creating: the lists may be left out (nobody to remove), but a maintainer is needed.
+    let lonely = json!({"slug": "lonely", "name": "Lonely", "members": ["alice"]});
+    let response = http.post(format!("{api}/v1/teams")).json(&lonely).send().await?;
+    let p = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation").await?;
+    assert_eq!(paths(&p), ["maintainers"], "{p}");
+    assert!(p["errors"][0]["message"].as_str().unwrap().contains("min-maintainers"), "{p}");
+    let response = http.get(format!("{api}/v1/teams/lonely")).send().await?;
+    problem(response, StatusCode::NOT_FOUND, "not-found").await?;
+    let no_members = json!({"slug": "payments", "name": "Payments", "maintainers": ["carol"]});
+    let response = http.post(format!("{api}/v1/teams")).json(&no_members).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await?);
+    let response =
+        http.put(format!("{api}/v1/teams/payments")).json(&team("payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await?);
+
+    // Replacing without the lists would remove everyone: 422 naming each, nothing written.
+    let put = |body: Value| http.put(format!("{api}/v1/teams/payments")).json(&body).send();
+    let response = put(json!({"slug": "payments", "name": "P", "maintainers": ["carol"]})).await?;
+    let p = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation").await?;
+    assert_eq!(paths(&p), ["members"], "{p}");
+    assert_eq!(p["errors"][0]["message"], "required on replace; send [] to empty the team");
+    let p = problem(
+        put(json!({"slug": "payments", "name": "P"})).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await?;
+    assert_eq!(paths(&p), ["members", "maintainers"], "{p}");
+    // A replacement with too few maintainers.
+    let p = problem(
+        put(json!({"slug": "payments", "name": "P", "members": ["alice"], "maintainers": []}))
+            .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await?;
+    assert_eq!(paths(&p), ["maintainers"], "{p}");
+
+    // A merge patch setting a list to null: 422; fewer maintainers than the minimum: 422.
+    let patch = |body: &'static str| {
+        http.patch(format!("{api}/v1/teams/payments"))
+            .header(header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(body)
+            .send()
+    };
+    let p = problem(
+        patch(r#"{"members": null}"#).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await?;
+    assert_eq!(paths(&p), ["members"], "{p}");
+    assert_eq!(
+        p["errors"][0]["message"],
+        "null would remove every member; send [] to empty the team"
+    );
+    let p = problem(
+        patch(r#"{"maintainers": null, "description": "x"}"#).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await?;
+    assert_eq!(paths(&p), ["maintainers"], "{p}");
+    let p = problem(
+        patch(r#"{"maintainers": []}"#).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await?;
+    assert_eq!(paths(&p), ["maintainers"], "{p}");
+    let (status, _, stored) =
+        body(http.get(format!("{api}/v1/teams/payments")).send().await?).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&stored["members"], &stored["maintainers"], stored["resource_version"].as_u64()),
+        (&json!(["alice", "bob"]), &json!(["carol"]), Some(2)),
+        "nothing was written"
+    );
+
+    // Emptying is explicit: `[]` (the sync then needs the mass-removal override).
+    let (status, _, emptied) = body(patch(r#"{"members": []}"#).await?).await?;
+    assert_eq!((status, &emptied["members"]), (StatusCode::OK, &json!([])), "{emptied}");
+    engine.stop().await
+}
+
+#[tokio::test]
+async fn a_sync_request_carries_the_mass_removal_override() -> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let response = http.post(format!("{api}/v1/teams")).json(&team("payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let sync = format!("{api}/v1/teams/payments/sync");
+
+    let response = http.post(&sync).json(&json!({"allow_mass_removal": true})).send().await?;
+    let (status, _, overridden) = body(response).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{overridden}");
+    let (status, _, plain) = body(http.post(&sync).send().await?).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{plain}");
+    let (status, _, null) = body(http.post(&sync).json(&Value::Null).send().await?).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{null}");
+    let response = http.post(&sync).json(&json!({"allow_mass_removal": true, "force": 1})).send();
+    let p = problem(response.await?, StatusCode::UNPROCESSABLE_ENTITY, "invalid-body").await?;
+    assert_eq!(p["errors"][0]["path"], "force", "{p}");
+    let response = http.post(&sync).json(&json!({"allow_mass_removal": "yes"})).send().await?;
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid-body").await?;
+
+    // The events on the stream, read as sync_team reads them.
+    let events = world.events_on("muster.events.muster.team.sync.payments").await?;
+    let requests: Vec<(String, bool)> = events
+        .iter()
+        .map(|(event, _)| {
+            let request = workflows::sync_team::SyncRequest::from_event(event).unwrap();
+            (workflows::AttributesReader::id(event).to_owned(), request.allow_mass_removal)
+        })
+        .collect();
+    let id = |answer: &Value| answer["id"].as_str().unwrap().to_owned();
+    assert_eq!(requests, [(id(&overridden), true), (id(&plain), false), (id(&null), false)]);
     engine.stop().await
 }

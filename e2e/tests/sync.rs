@@ -468,3 +468,49 @@ async fn github_webhooks_are_verified_deduplicated_and_repair_drift() -> anyhow:
     assert_eq!(world.events_on("muster.events.com.github.>").await?.len(), 1);
     engine.stop().await
 }
+
+#[tokio::test]
+async fn a_small_team_is_replaced_only_with_an_admins_override() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "bob", "carol", "dave"]);
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    world.set("MUSTER_API_URL", &engine.api);
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice"], &["carol"])).await?;
+    let before = [("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")];
+    wait_members(&fake, "payments", &before).await?;
+    settle(&mut world, "sync_team").await?;
+
+    // Everyone replaced: two of two people (Muster's own login does not count), under both
+    // of the old limits (25% and 3 people). The sync refuses and changes nothing.
+    let response = http
+        .put(format!("{api}/v1/teams/payments"))
+        .json(&team_body(&["bob"], &["dave"]))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await?);
+    let failed = wait_for("the replacing sync to fail", WAIT, || async {
+        sync_runs(&world, RunStatus::Failed).await.ok()?.into_iter().next()
+    })
+    .await?;
+    let error = failed.error.map(|e| e.message).unwrap_or_default();
+    assert!(error.contains("refusing to remove 2 of 2 team members ("), "{error}");
+    assert!(error.contains("alice") && error.contains("carol"), "{error}");
+    assert!(error.contains("every member"), "{error}");
+    assert_eq!(fake.team("payments").unwrap().members.len(), 3);
+    assert!(fake.mutations().iter().all(|r| r.method != "DELETE"), "{:?}", fake.mutations());
+
+    // An admin's sync with the override applies it.
+    let out = world.cli(&["teams", "sync", "payments", "--allow-mass-removal"]).await?;
+    assert!(out.contains("overridden"), "{out}");
+    wait_members(
+        &fake,
+        "payments",
+        &[("bob", "member"), ("dave", "maintainer"), ("muster-bot", "maintainer")],
+    )
+    .await?;
+    engine.stop().await
+}

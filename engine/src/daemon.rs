@@ -48,6 +48,7 @@ pub fn domain_workflows(
     let settings = SyncTeamSettings {
         max_removal_fraction: config.github.max_removal_fraction,
         max_removals_absolute: config.github.max_removals_absolute,
+        max_removal_majority: config.github.max_removal_majority,
         min_maintainers: config.github.min_maintainers,
         group_prefix: config.sync.group_prefix.clone(),
         member_role: config.sync.member_role.clone(),
@@ -221,6 +222,7 @@ impl Daemon {
                 .map(|s| s.expose().to_owned()),
             authenticator: self.authenticator.clone(),
             authorizer: self.authorizer.clone(),
+            min_maintainers: config.github.min_maintainers,
         });
         let relay = Relay::new(
             records,

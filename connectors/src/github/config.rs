@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use workflows::github::{
-    DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, Guards,
+    DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY, DEFAULT_MAX_REMOVALS_ABSOLUTE,
+    DEFAULT_MIN_MAINTAINERS, Guards,
 };
 
 /// The token's environment variable, read when the file sets none.
@@ -62,9 +63,15 @@ pub struct GitHubConfig {
     pub webhook_secret: Option<Secret>,
     /// Whether a deleted Muster team deletes its GitHub team (otherwise it is retained).
     pub allow_team_deletion: bool,
+    /// A team must name at least this many maintainers (checked by the API and by sync_team).
     pub min_maintainers: usize,
+    /// Mass-removal guard: refuse removing more than this fraction of a team's members…
     pub max_removal_fraction: f64,
+    /// …and more than this many people.
     pub max_removals_absolute: usize,
+    /// Mass-removal guard for every team size: refuse removing more than this fraction of a
+    /// team's members (1.0: off). Removing all of them is always refused.
+    pub max_removal_majority: f64,
     /// Pause between two mutating requests. GitHub asks for at least 1 s; lower it only for a
     /// fake server.
     #[serde(with = "humantime_serde")]
@@ -88,6 +95,7 @@ impl Default for GitHubConfig {
             min_maintainers: DEFAULT_MIN_MAINTAINERS,
             max_removal_fraction: DEFAULT_MAX_REMOVAL_FRACTION,
             max_removals_absolute: DEFAULT_MAX_REMOVALS_ABSOLUTE,
+            max_removal_majority: DEFAULT_MAX_REMOVAL_MAJORITY,
             write_interval: DEFAULT_WRITE_INTERVAL,
             request_timeout: Duration::from_secs(30),
         }
@@ -142,6 +150,9 @@ impl GitHubConfig {
         }
         if !(0.0..=1.0).contains(&self.max_removal_fraction) {
             return err("max-removal-fraction", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.max_removal_majority) {
+            return err("max-removal-majority", "must be between 0 and 1 (1 turns the rule off)");
         }
         if self.write_interval > Duration::from_secs(60) {
             return err("write-interval", "must be at most 60s");
@@ -200,6 +211,7 @@ impl GitHubConfig {
         Guards {
             max_removal_fraction: self.max_removal_fraction,
             max_removals_absolute: self.max_removals_absolute,
+            max_removal_majority: self.max_removal_majority,
             min_maintainers: self.min_maintainers,
             acting_login,
             allow_mass_removal: false,
@@ -228,9 +240,11 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_named() {
-        let cases: [(GitHubConfig, &str); 7] = [
+        let cases: [(GitHubConfig, &str); 9] = [
             (with(|c| c.api_url = "ftp://x".into()), "api-url"),
             (with(|c| c.max_removal_fraction = 1.5), "max-removal-fraction"),
+            (with(|c| c.max_removal_majority = 1.5), "max-removal-majority"),
+            (with(|c| c.max_removal_majority = -0.1), "max-removal-majority"),
             (with(|c| c.app_id = Some(1)), "app-id"),
             (
                 with(|c| {

@@ -59,18 +59,26 @@ fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     use serde_json::error::Category;
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        Category::Data => {
-            let message = strip_position(&e.to_string());
-            Problem::new(
-                ProblemKind::InvalidBody,
-                format!("the body has the wrong shape: {message}"),
-            )
-            .with_errors(vec![FieldProblem { path: field_of(&message), message }])
-        }
+        Category::Data => wrong_shape(&e),
         Category::Syntax | Category::Eof | Category::Io => {
             Problem::new(ProblemKind::MalformedJson, format!("the body is not valid JSON: {e}"))
         }
     })
+}
+
+/// [`parse_json`] for a body already read as JSON (to look at it before typing it).
+///
+/// # Errors
+/// 422 `invalid-body` naming the field, as [`parse_json`].
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
+    serde_json::from_value(value).map_err(|e| wrong_shape(&e))
+}
+
+/// A body of the wrong shape: 422 naming the field.
+fn wrong_shape(e: &serde_json::Error) -> Problem {
+    let message = strip_position(&e.to_string());
+    Problem::new(ProblemKind::InvalidBody, format!("the body has the wrong shape: {message}"))
+        .with_errors(vec![FieldProblem { path: field_of(&message), message }])
 }
 
 /// `unknown field `owner`, expected one of … at line 1 column 9` → without the position.

@@ -76,6 +76,9 @@ pub struct AppState {
     pub authenticator: Option<Arc<Authenticator>>,
     /// Decides what an authenticated caller may do.
     pub authorizer: Arc<dyn Authorizer>,
+    /// `github.min-maintainers`: a team with fewer maintainers is refused (422), since
+    /// `sync_team` would refuse to sync it.
+    pub min_maintainers: usize,
 }
 
 pub type ApiState = Arc<AppState>;

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A team as a client sends it (`POST /v1/teams`, `PUT /v1/teams/{slug}`).
+/// A new team as a client sends it (`POST /v1/teams`). `members` and `maintainers` may be
+/// left out (a new team has nobody to remove); `maintainers` must list at least
+/// `github.min-maintainers` logins (default 1).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = TeamSpec)]
@@ -30,8 +32,45 @@ pub struct TeamSpecDoc {
     #[serde(default)]
     #[schema(value_type = Vec<GithubLogin>)]
     members: Vec<String>,
-    /// GitHub logins with the maintainer role (disjoint from members).
+    /// GitHub logins with the maintainer role (disjoint from members); at least
+    /// `github.min-maintainers` (default 1).
     #[serde(default)]
+    #[schema(value_type = Vec<GithubLogin>)]
+    maintainers: Vec<String>,
+    /// Slug of the parent team.
+    #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
+    parent: Option<String>,
+    #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
+    quota_profile: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A team's full replacement (`PUT /v1/teams/{slug}`): as a new team, but `members` and
+/// `maintainers` are required, since leaving them out would remove everyone. `[]` empties a
+/// list.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TeamReplacement)]
+pub struct TeamReplacementDoc {
+    /// The path's slug: a team's slug cannot change.
+    #[schema(
+        example = "payments",
+        pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        max_length = 63
+    )]
+    slug: String,
+    #[schema(example = "Payments")]
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// GitHub logins with the member role; required (`[]` for none).
+    #[schema(value_type = Vec<GithubLogin>)]
+    members: Vec<String>,
+    /// GitHub logins with the maintainer role (disjoint from members); required, at least
+    /// `github.min-maintainers` (default 1).
     #[schema(value_type = Vec<GithubLogin>)]
     maintainers: Vec<String>,
     /// Slug of the parent team.
@@ -50,8 +89,9 @@ pub struct TeamSpecDoc {
 #[schema(pattern = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}$", example = "octocat")]
 pub struct GithubLogin(String);
 
-/// A JSON Merge Patch (RFC 7396) of a team: fields present replace, `null` removes an optional
-/// field. `slug` cannot change.
+/// A JSON Merge Patch (RFC 7396) of a team: fields present replace, fields left out stay,
+/// `null` removes an optional field. `slug` cannot change. `members` and `maintainers` cannot
+/// be `null` (that would remove everyone): send `[]` to empty one.
 #[derive(Deserialize, ToSchema)]
 #[schema(as = TeamPatch)]
 pub struct TeamPatchDoc {
@@ -61,10 +101,14 @@ pub struct TeamPatchDoc {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    /// Replaces the member list; not null.
     #[serde(default)]
-    members: Option<Vec<String>>,
+    #[schema(value_type = Vec<GithubLogin>)]
+    members: Vec<String>,
+    /// Replaces the maintainer list (at least `github.min-maintainers`); not null.
     #[serde(default)]
-    maintainers: Option<Vec<String>>,
+    #[schema(value_type = Vec<GithubLogin>)]
+    maintainers: Vec<String>,
     #[serde(default)]
     parent: Option<String>,
     #[serde(default)]
@@ -416,6 +460,30 @@ mod tests {
         serde_json::to_value(value).unwrap().as_object().unwrap().keys().cloned().collect()
     }
 
+    fn required<T: PartialSchema>() -> BTreeSet<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let list = schema["required"].as_array().cloned().unwrap_or_default();
+        list.iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Leaving the member lists out of a replacement would empty the team, so the document
+    /// says they are required there, and not nullable in a merge patch.
+    #[test]
+    fn member_lists_are_required_on_replace_and_not_null_in_a_patch() {
+        let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        assert_eq!(required::<TeamSpecDoc>(), set(&["slug", "name"]));
+        assert_eq!(
+            required::<TeamReplacementDoc>(),
+            set(&["slug", "name", "members", "maintainers"])
+        );
+        assert_eq!(required::<TeamPatchDoc>(), set(&[]));
+        let patch = serde_json::to_value(TeamPatchDoc::schema()).unwrap();
+        for list in ["members", "maintainers"] {
+            let property = &patch["properties"][list];
+            assert_eq!(property["type"], "array", "{list}: {property}");
+        }
+    }
+
     #[test]
     fn schemas_list_exactly_the_serialised_fields() {
         use workflows::records::*;
@@ -426,6 +494,7 @@ mod tests {
         let team = Team::new(spec.clone(), now).tombstoned(now);
         assert_eq!(properties::<TeamDoc>(), keys(&team));
         assert_eq!(properties::<TeamSpecDoc>(), keys(&spec));
+        assert_eq!(properties::<TeamReplacementDoc>(), keys(&spec));
         assert_eq!(properties::<TeamPatchDoc>(), keys(&spec));
         let env = Environment::new(EnvironmentSpec::named("dev"), now);
         assert_eq!(properties::<EnvironmentDoc>(), keys(&env));

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use cloudevents::{EventBuilder, EventBuilderV10};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use workflows::records::{
@@ -16,14 +17,16 @@ use workflows::records::{
 };
 use workflows::sync_team::teardown_waiting;
 
-use super::extract::{IfMatch, JsonBody, etag, media_type, parse_json, version_to_write};
+use super::extract::{
+    IfMatch, JsonBody, etag, from_json_value, media_type, parse_json, version_to_write,
+};
 use super::guard::{Access, Caller, changed_fields};
-use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
+use super::problem::{FieldProblem, PROBLEM_JSON, Problem, ProblemKind};
 use super::responses::{
     Denied, InvalidParameter, JsonBodyProblems, NatsOrStoreUnavailable, NoSuchTeam, StaleIfMatch,
     StoreUnavailable,
 };
-use super::{ApiState, DEFAULT_LIMIT, json_with};
+use super::{ApiState, AppState, DEFAULT_LIMIT, json_with};
 use crate::bus;
 use crate::journal::RunFilter;
 use crate::policy::NamespaceRef;
@@ -86,14 +89,16 @@ fn team_response(status: StatusCode, team: &Team, location: bool) -> Response {
 /// Create a team.
 ///
 /// Stores the team at resource version 1 and announces `muster.team.created` (through the
-/// outbox, so the event is published even if the engine stops right after).
+/// outbox, so the event is published even if the engine stops right after). `members` and
+/// `maintainers` may be omitted (a new team has nobody to remove), but the team must name at
+/// least `github.min-maintainers` maintainers (default 1).
 #[utoipa::path(post, path = "/v1/teams", tag = "teams",
     request_body = super::schema::TeamSpecDoc,
     responses(
         (status = 201, description = "Created", body = super::schema::TeamDoc,
          headers(("ETag" = String, description = "Resource version"), ("Location" = String))),
         (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields, or fewer maintainers than github.min-maintainers", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn create(
@@ -104,6 +109,7 @@ pub async fn create(
     let access =
         Access::team("team.create", &spec.slug).changes(changed_fields(None::<&TeamSpec>, &spec));
     state.authorize(&caller, access).await?;
+    validated(&state, &spec)?;
     let team = state.records.create_team(spec, &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::CREATED, &team, true))
@@ -145,14 +151,18 @@ pub async fn get(
 }
 
 /// Replace a team. With `If-Match`, only if it is still at that version (else 412).
+///
+/// `members` and `maintainers` are required: a replacement that left them out would remove
+/// everyone from the team. Send `[]` to empty a list (the mass-removal guard still holds the
+/// sync that would apply it).
 #[utoipa::path(put, path = "/v1/teams/{slug}", tag = "teams",
     params(("slug" = String, Path, description = "Team slug"),
            ("If-Match" = Option<String>, Header, description = "ETag the update is based on")),
-    request_body = super::schema::TeamSpecDoc,
+    request_body = super::schema::TeamReplacementDoc,
     responses(
         (status = 200, description = "Replaced", body = super::schema::TeamDoc, headers(("ETag" = String))),
         (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "Invalid fields, or a slug other than the path's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields, members or maintainers omitted, fewer maintainers than github.min-maintainers, or a slug other than the path's", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn replace(
@@ -160,15 +170,25 @@ pub async fn replace(
     Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-    JsonBody(spec): JsonBody<TeamSpec>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
     let expected = IfMatch::from_headers(&headers).expected()?;
+    let omitted = omitted_lists(&body);
+    let spec: TeamSpec = from_json_value(body)?;
+    if !omitted.is_empty() {
+        return Err(member_lists_problem(
+            "a replacement must list members and maintainers: omitted, they would remove \
+             everyone from the team",
+            omitted,
+        ));
+    }
     if spec.slug != slug {
         return Err(slug_mismatch(&slug, &spec.slug));
     }
     let current = state.records.get_team(&slug).await?;
     let version = authorize_update(&state, &caller, &current, expected, &spec).await?;
+    validated(&state, &spec)?;
     let team = state.records.update_team(spec, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::OK, &team, false))
@@ -197,6 +217,48 @@ async fn authorize_update(
     Ok(version)
 }
 
+/// The engine's rules for a team the API stores: its fields, and at least
+/// `github.min-maintainers` maintainers (sync_team refuses a team with fewer).
+fn validated(state: &AppState, spec: &TeamSpec) -> Result<(), Problem> {
+    let check = spec.validate_with_min_maintainers(state.min_maintainers);
+    Ok(RecordsError::validated(RecordKind::Team, check)?)
+}
+
+/// The member lists a replacement body leaves out: each would default to empty, removing
+/// everyone it listed.
+fn omitted_lists(body: &serde_json::Value) -> Vec<FieldProblem> {
+    let Some(object) = body.as_object() else { return Vec::new() };
+    [("members", "send [] to empty the team"), ("maintainers", "send [] for none")]
+        .into_iter()
+        .filter(|(field, _)| !object.contains_key(*field))
+        .map(|(field, hint)| FieldProblem {
+            path: field.into(),
+            message: format!("required on replace; {hint}"),
+        })
+        .collect()
+}
+
+/// The member lists a merge patch sets to `null`, which would remove every one of them.
+fn nulled_lists(patch: &serde_json::Value) -> Vec<FieldProblem> {
+    [
+        ("members", "member", "send [] to empty the team"),
+        ("maintainers", "maintainer", "send [] for none"),
+    ]
+    .into_iter()
+    .filter(|(field, _, _)| patch.get(*field).is_some_and(serde_json::Value::is_null))
+    .map(|(field, one, hint)| FieldProblem {
+        path: field.into(),
+        message: format!("null would remove every {one}; {hint}"),
+    })
+    .collect()
+}
+
+fn member_lists_problem(detail: &str, errors: Vec<FieldProblem>) -> Problem {
+    let fields: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    Problem::new(ProblemKind::Validation, format!("{detail} ({})", fields.join(", ")))
+        .with_errors(errors)
+}
+
 fn slug_mismatch(path: &str, body: &str) -> Problem {
     Problem::new(
         ProblemKind::Validation,
@@ -214,7 +276,8 @@ fn slug_mismatch(path: &str, body: &str) -> Problem {
 /// `application/merge-patch+json`; `application/json` is accepted too).
 ///
 /// Without `If-Match` the patch applies to the version just read; if the team changes in
-/// between, the answer is 412 and nothing is written.
+/// between, the answer is 412 and nothing is written. Fields left out stay as they are;
+/// `members` or `maintainers` set to `null` is refused (422): send `[]` to empty a list.
 #[utoipa::path(patch, path = "/v1/teams/{slug}", tag = "teams",
     params(("slug" = String, Path, description = "Team slug"),
            ("If-Match" = Option<String>, Header, description = "ETag the patch is based on")),
@@ -222,7 +285,7 @@ fn slug_mismatch(path: &str, body: &str) -> Problem {
     responses(
         (status = 200, description = "Patched", body = super::schema::TeamDoc, headers(("ETag" = String))),
         (status = 409, description = "The team is deleted", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "The patched team is invalid", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The patched team is invalid (fewer maintainers than github.min-maintainers included), or members or maintainers set to null", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyProblems, NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn patch(
@@ -240,16 +303,24 @@ pub async fn patch(
             "a merge patch of a team must be a JSON object",
         ));
     }
+    let nulled = nulled_lists(&patch);
+    if !nulled.is_empty() {
+        return Err(member_lists_problem(
+            "a merge patch may not set members or maintainers to null: that would remove \
+             every one of them",
+            nulled,
+        ));
+    }
     let current = state.records.get_team(&slug).await?;
     checked_version(&current, if_match)?;
     let mut document = serde_json::to_value(&current.spec).map_err(|e| Problem::internal(&e))?;
     json_patch::merge(&mut document, &patch);
-    let bytes = serde_json::to_vec(&document).map_err(|e| Problem::internal(&e))?;
-    let spec: TeamSpec = parse_json(&bytes)?;
+    let spec: TeamSpec = from_json_value(document)?;
     if spec.slug != slug {
         return Err(slug_mismatch(&slug, &spec.slug));
     }
     let version = authorize_update(&state, &caller, &current, if_match, &spec).await?;
+    validated(&state, &spec)?;
     let team = state.records.update_team(spec, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::OK, &team, false))
@@ -343,21 +414,47 @@ pub struct SyncAccepted {
     pub duplicate: bool,
 }
 
-/// Ask for a reconcile of the team now: publishes `muster.team.sync` (subject = slug).
+/// The body of a sync request; optional (no body means `allow_mass_removal: false`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Override the mass-removal guard for this one sync: let it remove every member, a
+    /// majority, or more than `github.max-removal-fraction` and `max-removals-absolute`.
+    /// The shipped policy lets only admins ask for it.
+    #[serde(default)]
+    pub allow_mass_removal: bool,
+}
+
+/// Ask for a reconcile of the team now: publishes `muster.team.sync` (subject = slug) with
+/// data `{"slug", "reason": "api", "allow_mass_removal"}`.
+///
+/// With `{"allow_mass_removal": true}` the sync may remove what the mass-removal guard would
+/// refuse; the policy sees it as the change `allow_mass_removal` (the shipped policy: admins
+/// only, a team's maintainers may ask only for a guarded sync).
 #[utoipa::path(post, path = "/v1/teams/{slug}/sync", tag = "teams",
     params(("slug" = String, Path, description = "Team slug")),
+    request_body(content = Option<SyncRequest>, content_type = "application/json",
+                 description = "Optional; no body is `{\"allow_mass_removal\": false}`"),
     responses(
         (status = 202, description = "Sync requested", body = SyncAccepted),
-        NoSuchTeam, NatsOrStoreUnavailable, Denied,
+        (status = 422, description = "A body of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        JsonBodyProblems, NoSuchTeam, NatsOrStoreUnavailable, Denied,
     ))]
 pub async fn sync(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
+    let request: SyncRequest = optional_body("sync", &headers, &body)?;
     let team = state.records.get_team(&slug).await?;
-    state.authorize(&caller, Access::team("team.sync", &slug).current(&team.spec)).await?;
+    let mut access = Access::team("team.sync", &slug).current(&team.spec);
+    if request.allow_mass_removal {
+        access = access.changes(vec!["allow_mass_removal".into()]);
+    }
+    state.authorize(&caller, access).await?;
     let actor = caller.actor();
     let id = ulid::Ulid::new().to_string();
     let event = EventBuilderV10::new()
@@ -368,7 +465,14 @@ pub async fn sync(
         .time(chrono::Utc::now())
         .extension("authtype", actor.kind)
         .extension("authid", actor.id)
-        .data("application/json", serde_json::json!({ "slug": slug, "reason": "api" }))
+        .data(
+            "application/json",
+            serde_json::json!({
+                "slug": slug,
+                "reason": "api",
+                "allow_mass_removal": request.allow_mass_removal,
+            }),
+        )
         .build()
         .map_err(|e| Problem::internal(&e))?;
     let published = bus::publish_event(&state.js, &state.names, &event)
@@ -430,7 +534,7 @@ pub async fn purge(
     body: Bytes,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
-    let request = purge_request(&headers, &body)?;
+    let request: PurgeRequest = optional_body("purge", &headers, &body)?;
     let team = state.records.get_team(&slug).await?;
     state.authorize(&caller, Access::team("team.purge", &slug).current(&team.spec)).await?;
     if !team.is_deleted() {
@@ -475,18 +579,22 @@ async fn namespace_refs(state: &ApiState, slug: &str) -> Result<Vec<NamespaceRef
     Ok(refs)
 }
 
-/// The optional body of a purge: none (or `null`) is the default.
-fn purge_request(headers: &HeaderMap, body: &[u8]) -> Result<PurgeRequest, Problem> {
+/// The optional JSON body of a `what` request: none (or `null`) is the default.
+fn optional_body<T: Default + DeserializeOwned>(
+    what: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PurgeRequest::default());
+        return Ok(T::default());
     }
     match media_type(headers) {
         Some(media) if media == "application/json" || media.ends_with("+json") => {
-            Ok(parse_json::<Option<PurgeRequest>>(body)?.unwrap_or_default())
+            Ok(parse_json::<Option<T>>(body)?.unwrap_or_default())
         }
         _ => Err(Problem::new(
             ProblemKind::UnsupportedMediaType,
-            "a purge body must be application/json (or send no body)",
+            format!("a {what} body must be application/json (or send no body)"),
         )),
     }
 }

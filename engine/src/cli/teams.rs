@@ -1,4 +1,4 @@
-//! `engine teams create|list|get|update|delete|purge`: the teams API from the command line.
+//! `engine teams create|list|get|update|delete|sync|purge`: the teams API from the command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +48,17 @@ pub enum TeamsCommand {
         slug: String,
         #[arg(long, value_name = "VERSION")]
         if_version: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask for a sync of the team now (`muster.team.sync`).
+    Sync {
+        slug: String,
+        /// Let this one sync remove what the mass-removal guard refuses (every member, a
+        /// majority, or more than github.max-removal-fraction and max-removals-absolute);
+        /// the shipped policy allows it to admins only.
+        #[arg(long)]
+        allow_mass_removal: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -271,6 +282,33 @@ pub async fn teams(
                     "team {slug} deleted: it is now a tombstone (deleted_at {}); sync_team tears \
                      down its GitHub team and namespaces, then purges the record",
                     answer.body["deleted_at"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        TeamsCommand::Sync { slug, allow_mass_removal, api } => {
+            let client = Client::new(&api, config)?;
+            let body = json!({ "allow_mass_removal": allow_mass_removal });
+            let answer = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/teams/{}/sync", encode(&slug)),
+                    Some(("application/json", &body)),
+                    None,
+                )
+                .await
+                .with_context(|| format!("no sync of team {slug} requested"))?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                println!(
+                    "sync of team {slug} requested: event {} (sequence {}){}",
+                    answer.body["id"].as_str().unwrap_or_default(),
+                    answer.body["sequence"],
+                    if allow_mass_removal {
+                        "; the mass-removal guard is overridden for this sync"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -4,8 +4,9 @@
 //!   its members with pending invitations, set or remove one membership, delete a team). The
 //!   octocrab adapter lives in `connectors::github`.
 //! - [`plan_members`]: (desired, observed, guards) → [`MemberPlan`], a pure function with the
-//!   safety rules: authoritative sync, pending invitations in progress, a mass-removal guard, a
-//!   minimum number of maintainers, and the acting identity never removed or demoted.
+//!   safety rules: authoritative sync, pending invitations in progress, a mass-removal guard
+//!   that holds for every team size, a minimum number of maintainers, and the acting identity
+//!   never removed or demoted.
 //! - [`apply_plan`]: sends a plan through the port, removals last.
 //! - [`GitHubError`]: what went wrong, with [`GitHubError::is_retryable`] and
 //!   [`GitHubError::retry_after`], mapped onto [`RunError`](crate::RunError) so a rate limit
@@ -28,8 +29,9 @@ mod port;
 pub use apply::{AppliedPlan, apply_plan};
 pub use error::{GitHubError, RateLimitKind};
 pub use plan::{
-    Assignment, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVALS_ABSOLUTE,
-    DEFAULT_MIN_MAINTAINERS, Guards, MemberPlan, PlanError, RoleChange, plan_members,
+    Assignment, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
+    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, Guards, MemberPlan, PlanError,
+    RemovalRule, RoleChange, plan_members,
 };
 pub use port::{
     DesiredTeam, GitHub, GitHubTeam, Member, MembershipState, Privacy, Role, TeamField, TeamRef,

@@ -11,16 +11,29 @@ use crate::workflow::RunError;
 pub const DEFAULT_MAX_REMOVAL_FRACTION: f64 = 0.25;
 /// …and more than this many people.
 pub const DEFAULT_MAX_REMOVALS_ABSOLUTE: usize = 3;
+/// Refuse a sync that removes more than this fraction of a team, whatever its size.
+pub const DEFAULT_MAX_REMOVAL_MAJORITY: f64 = 0.5;
 /// A team keeps at least this many maintainers.
 pub const DEFAULT_MIN_MAINTAINERS: usize = 1;
 
 /// The safety rules a plan must pass.
+///
+/// The mass-removal guard counts the team's current members (active and pending) except the
+/// acting identity, which is never removed: those are the people a plan can remove. Unless
+/// [`Guards::allow_mass_removal`], a plan is refused ([`RemovalRule`]) when it removes
+/// - every one of them (a team of any size emptied or replaced in one run);
+/// - more than [`Guards::max_removal_majority`] of them;
+/// - more than [`Guards::max_removal_fraction`] of them *and* more than
+///   [`Guards::max_removals_absolute`] people.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guards {
     /// Together with [`Guards::max_removals_absolute`]: a plan removing more than this fraction
     /// of the current members *and* more than that many people is refused.
     pub max_removal_fraction: f64,
     pub max_removals_absolute: usize,
+    /// For every team size: a plan removing more than this fraction of the current members is
+    /// refused. 1.0 turns this rule off (emptying a team is still refused).
+    pub max_removal_majority: f64,
     /// The desired state must name at least this many maintainers.
     pub min_maintainers: usize,
     /// The identity Muster acts as: never removed, never demoted.
@@ -34,6 +47,7 @@ impl Default for Guards {
         Guards {
             max_removal_fraction: DEFAULT_MAX_REMOVAL_FRACTION,
             max_removals_absolute: DEFAULT_MAX_REMOVALS_ABSOLUTE,
+            max_removal_majority: DEFAULT_MAX_REMOVAL_MAJORITY,
             min_maintainers: DEFAULT_MIN_MAINTAINERS,
             acting_login: None,
             allow_mass_removal: false,
@@ -90,17 +104,60 @@ impl MemberPlan {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "refusing to remove {} of {current} team members ({}): more than {:.0}% and more than \
-         {absolute}; fix the desired members or override the mass-removal guard for this run",
-        logins.len(), logins.join(", "), fraction * 100.0
+        "refusing to remove {} of {current} team members ({}): {rule}; fix the desired members \
+         or override the mass-removal guard for this run (allow_mass_removal)",
+        logins.len(), logins.join(", ")
     )]
-    MassRemoval { logins: Vec<String>, current: usize, fraction: f64, absolute: usize },
+    MassRemoval {
+        /// Everyone the plan would remove.
+        logins: Vec<String>,
+        /// The current members the guard counts (active and pending, not the acting identity).
+        current: usize,
+        rule: RemovalRule,
+    },
 
     #[error("the team needs at least {minimum} maintainer(s), the desired state names {desired}")]
     TooFewMaintainers { desired: usize, minimum: usize },
 
     #[error("{login:?} is listed more than once among members and maintainers")]
     DuplicateLogin { login: String },
+}
+
+/// Which mass-removal rule refused a plan (see [`Guards`]), with its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemovalRule {
+    /// The plan removes every member: emptying a team always needs the override.
+    Everyone,
+    /// More than `limit` of the members (`github.max-removal-majority`).
+    Majority { limit: f64 },
+    /// More than `fraction` of the members (`github.max-removal-fraction`) and more than
+    /// `absolute` people (`github.max-removals-absolute`).
+    FractionAndAbsolute { fraction: f64, absolute: usize },
+}
+
+impl std::fmt::Display for RemovalRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemovalRule::Everyone => f.write_str("that is every member of the team"),
+            RemovalRule::Majority { limit } => write!(
+                f,
+                "that is more than {}% of them (github.max-removal-majority)",
+                percent(*limit)
+            ),
+            RemovalRule::FractionAndAbsolute { fraction, absolute } => write!(
+                f,
+                "that is more than {}% of them (github.max-removal-fraction) and more than \
+                 {absolute} people (github.max-removals-absolute)",
+                percent(*fraction)
+            ),
+        }
+    }
+}
+
+/// 0.25 → `25`, 1/3 → `33.3`.
+fn percent(fraction: f64) -> String {
+    let rounded = (fraction * 1000.0).round() / 10.0;
+    if rounded.fract() == 0.0 { format!("{rounded:.0}") } else { format!("{rounded:.1}") }
 }
 
 impl From<PlanError> for RunError {
@@ -120,8 +177,8 @@ impl From<PlanError> for RunError {
 /// # Errors
 /// [`PlanError::DuplicateLogin`] for a login listed twice (case-insensitive),
 /// [`PlanError::TooFewMaintainers`] when the desired maintainers are fewer than the minimum,
-/// [`PlanError::MassRemoval`] when the removals exceed both guard limits and the run does not
-/// override it.
+/// [`PlanError::MassRemoval`] when the removals break a rule of the mass-removal guard (see
+/// [`Guards`]) and the run does not override it.
 pub fn plan_members(
     members: &[String],
     maintainers: &[String],
@@ -180,20 +237,36 @@ pub fn plan_members(
         }
     }
 
-    let removals = plan.remove.len();
-    let current = seen.len();
-    if !guards.allow_mass_removal
-        && removals > guards.max_removals_absolute
-        && removals as f64 > guards.max_removal_fraction * current as f64
-    {
-        return Err(PlanError::MassRemoval {
-            logins: plan.remove,
-            current,
+    if guards.allow_mass_removal {
+        return Ok(plan);
+    }
+    // The acting identity is never removed, so it does not count: otherwise a team of one
+    // person and Muster's own login could lose that person as "half" of the team.
+    let acting_seen = acting.as_ref().is_some_and(|a| seen.contains(a));
+    let current = seen.len() - usize::from(acting_seen);
+    match removal_rule(plan.remove.len(), current, guards) {
+        Some(rule) => Err(PlanError::MassRemoval { logins: plan.remove, current, rule }),
+        None => Ok(plan),
+    }
+}
+
+/// The first mass-removal rule that removing `removals` of `current` members breaks.
+fn removal_rule(removals: usize, current: usize, guards: &Guards) -> Option<RemovalRule> {
+    let share = |limit: f64| removals as f64 > limit * current as f64;
+    if removals == 0 {
+        None
+    } else if removals >= current {
+        Some(RemovalRule::Everyone)
+    } else if share(guards.max_removal_majority) {
+        Some(RemovalRule::Majority { limit: guards.max_removal_majority })
+    } else if removals > guards.max_removals_absolute && share(guards.max_removal_fraction) {
+        Some(RemovalRule::FractionAndAbsolute {
             fraction: guards.max_removal_fraction,
             absolute: guards.max_removals_absolute,
-        });
+        })
+    } else {
+        None
     }
-    Ok(plan)
 }
 
 #[cfg(test)]
@@ -319,9 +392,9 @@ mod tests {
             },
             Case {
                 name: "three removals are fine even above 25%",
-                members: "",
+                members: "e f g",
                 maintainers: "alice",
-                observed: "alice:M b:m c:m d:m",
+                observed: "alice:M b:m c:m d:m e:m f:m g:m",
                 acting: None,
                 allow_mass_removal: false,
                 expect: "-b -c -d",
@@ -406,6 +479,116 @@ mod tests {
         assert!(message.contains("b, c, d, x"), "{message}");
         let run: RunError = err.into();
         assert!(!run.is_retryable());
+    }
+
+    /// `ok, removes N`, or the mass-removal rule that refused the plan with its numbers.
+    fn outcome(result: Result<MemberPlan, PlanError>) -> String {
+        match result {
+            Ok(plan) => format!("ok, removes {}", plan.remove.len()),
+            Err(PlanError::MassRemoval { logins, current, rule }) => {
+                let rule = format!("{rule:?}");
+                let name = rule.split([' ', '{']).next().unwrap();
+                format!("{name} {} of {current}", logins.len())
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_guard_holds_for_small_teams() {
+        // (observed, desired members, desired maintainers, expected)
+        let cases = [
+            ("alice:M", "", "alice", "ok, removes 0"),
+            ("alice:M", "", "bob", "Everyone 1 of 1"),
+            // Two: one is half, not more than half; both is everyone.
+            ("alice:M b:m", "", "alice", "ok, removes 1"),
+            ("alice:M b:m", "", "carol", "Everyone 2 of 2"),
+            // Three: one is fine, two a majority, three everyone.
+            ("alice:M b:m c:m", "c", "alice", "ok, removes 1"),
+            ("alice:M b:m c:m", "", "alice", "Majority 2 of 3"),
+            ("alice:M b:m c:m", "", "zed", "Everyone 3 of 3"),
+            // Four: two is half, three a majority.
+            ("alice:M b:m c:m d:m", "d", "alice", "ok, removes 2"),
+            ("alice:M b:m c:m d:m", "", "alice", "Majority 3 of 4"),
+            ("alice:M b:m c:m d:m", "", "zed", "Everyone 4 of 4"),
+            // A pending invitation is a member too.
+            ("alice:M b:m:pending", "", "zed", "Everyone 2 of 2"),
+        ];
+        for (observed_members, members, maintainers, expect) in cases {
+            let result = plan_members(
+                &logins(members),
+                &logins(maintainers),
+                &observed(observed_members),
+                &Guards::default(),
+            );
+            assert_eq!(outcome(result), expect, "{observed_members} → {members} / {maintainers}");
+        }
+    }
+
+    #[test]
+    fn the_override_lets_a_small_team_be_emptied() {
+        let guards = Guards { allow_mass_removal: true, ..Guards::default() };
+        let plan =
+            plan_members(&[], &logins("zed"), &observed("alice:M b:m c:m"), &guards).unwrap();
+        assert_eq!(plan.remove, ["alice", "b", "c"]);
+    }
+
+    #[test]
+    fn the_acting_identity_is_not_counted() {
+        // A team of one person and Muster's own login (a token's user maintains the teams it
+        // creates): replacing that person empties the team.
+        let acting = Guards { acting_login: Some("muster-bot".into()), ..Guards::default() };
+        let observed = observed("alice:M muster-bot:M");
+        let result = plan_members(&[], &logins("zed"), &observed, &acting);
+        assert_eq!(outcome(result), "Everyone 1 of 1");
+        let overridden = Guards { allow_mass_removal: true, ..acting };
+        let plan = plan_members(&[], &logins("zed"), &observed, &overridden).unwrap();
+        assert_eq!(plan.remove, ["alice"]);
+    }
+
+    #[test]
+    fn the_majority_rule_is_configurable_and_one_disables_it() {
+        let at = |majority: f64| Guards { max_removal_majority: majority, ..Guards::default() };
+        let observed = observed("alice:M b:m c:m");
+        let remove = |members: &str, guards: &Guards| {
+            outcome(plan_members(&logins(members), &logins("alice"), &observed, guards))
+        };
+        assert_eq!(remove("", &at(1.0)), "ok, removes 2", "1.0 disables the majority rule");
+        assert_eq!(remove("c", &at(0.3)), "Majority 1 of 3");
+        // Emptying the team still needs the override with the majority rule off.
+        let all = plan_members(&[], &logins("zed"), &observed, &at(1.0));
+        assert_eq!(outcome(all), "Everyone 3 of 3");
+    }
+
+    #[test]
+    fn each_refusal_says_its_rule_and_numbers() {
+        let message = |observed_members: &str, members: &str, maintainers: &str| {
+            plan_members(
+                &logins(members),
+                &logins(maintainers),
+                &observed(observed_members),
+                &Guards::default(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let majority = message("alice:M b:m c:m", "", "alice");
+        assert!(
+            majority.starts_with("refusing to remove 2 of 3 team members (b, c): "),
+            "{majority}"
+        );
+        assert!(majority.contains("more than 50%"), "{majority}");
+        assert!(majority.contains("github.max-removal-majority"), "{majority}");
+        let fraction = message("alice:M b:m c:m d:m x:m e:m f:m g:m", "e f g", "alice");
+        assert!(fraction.starts_with("refusing to remove 4 of 8 team members"), "{fraction}");
+        assert!(fraction.contains("more than 25%"), "{fraction}");
+        assert!(fraction.contains("more than 3 people"), "{fraction}");
+        let everyone = message("alice:M", "", "zed");
+        assert!(everyone.starts_with("refusing to remove 1 of 1 team members"), "{everyone}");
+        assert!(everyone.contains("every member"), "{everyone}");
+        for m in [majority, fraction, everyone] {
+            assert!(m.contains("allow_mass_removal"), "{m}");
+        }
     }
 
     #[test]

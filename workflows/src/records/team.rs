@@ -19,10 +19,12 @@ pub struct TeamSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// GitHub logins with the `member` role.
+    /// GitHub logins with the `member` role. Optional on create only: the API refuses a
+    /// replacement without it (an omitted list would empty the team).
     #[serde(default)]
     pub members: Vec<String>,
-    /// GitHub logins with the `maintainer` role; disjoint from `members`.
+    /// GitHub logins with the `maintainer` role; disjoint from `members`. Optional as
+    /// `members` is; at least `github.min-maintainers` ([`TeamSpec::validate_with_min_maintainers`]).
     #[serde(default)]
     pub maintainers: Vec<String>,
     /// Slug of the parent team, if nested.
@@ -44,12 +46,39 @@ impl TeamSpec {
     /// [`ValidationErrors`] listing each bad field with its path, e.g.
     /// `members[2]: "-bad" is not a valid GitHub login`.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
+        self.problems(0).finish()
+    }
+
+    /// [`TeamSpec::validate`], and at least `min_maintainers` maintainers: the engine's
+    /// `github.min-maintainers`, below which `sync_team` refuses to sync the team. The API
+    /// checks it so that such a team is refused when it is sent, not dead-lettered later.
+    ///
+    /// # Errors
+    /// As [`TeamSpec::validate`], with a `maintainers` problem when there are too few.
+    pub fn validate_with_min_maintainers(
+        &self,
+        min_maintainers: usize,
+    ) -> Result<(), ValidationErrors> {
+        self.problems(min_maintainers).finish()
+    }
+
+    fn problems(&self, min_maintainers: usize) -> Problems {
         let mut p = Problems::default();
         p.dns_label("slug", &self.slug);
         p.text("name", &self.name, MAX_NAME_LEN, true);
         p.text("description", &self.description, MAX_DESCRIPTION_LEN, false);
         check_logins(&mut p, "members", &self.members);
         check_logins(&mut p, "maintainers", &self.maintainers);
+        if self.maintainers.len() < min_maintainers {
+            p.push(
+                "maintainers",
+                format!(
+                    "lists {} login(s), at least {min_maintainers} required \
+                     (github.min-maintainers): a team needs someone to maintain it",
+                    self.maintainers.len()
+                ),
+            );
+        }
         for (i, login) in self.maintainers.iter().enumerate() {
             if self.members.iter().any(|m| m.eq_ignore_ascii_case(login)) {
                 p.push(
@@ -68,7 +97,7 @@ impl TeamSpec {
             p.dns_label("quota_profile", profile);
         }
         p.labels("labels", &self.labels);
-        p.finish()
+        p
     }
 }
 
@@ -251,6 +280,25 @@ mod tests {
                 "labels[\"team/\"]"
             ]
         );
+    }
+
+    #[test]
+    fn too_few_maintainers_are_refused_when_a_minimum_is_asked_for() {
+        let mut s = spec();
+        s.maintainers.clear();
+        s.validate().unwrap();
+        s.validate_with_min_maintainers(0).unwrap();
+        let err = s.validate_with_min_maintainers(1).unwrap_err();
+        assert_eq!(err.errors().len(), 1, "{err}");
+        assert_eq!(err.errors()[0].path, "maintainers");
+        assert!(err.to_string().contains("at least 1 required (github.min-maintainers)"), "{err}");
+        s.maintainers = vec!["carol".into(), "dave".into()];
+        s.validate_with_min_maintainers(2).unwrap();
+        s.slug = "Bad!".into();
+        s.maintainers.clear();
+        let err = s.validate_with_min_maintainers(1).unwrap_err();
+        let paths: Vec<&str> = err.errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["slug", "maintainers"], "every problem at once");
     }
 
     #[test]

@@ -21,8 +21,10 @@
 //!    sync sees its link once it exists.
 //! 3. `github-members`: observe, [`plan_members`] with the guards of [`SyncTeamSettings`],
 //!    [`apply_plan`]. In plan-only mode the plan is the output and nothing is sent. The
-//!    mass-removal guard fails the run permanently, naming the people; a `muster.team.sync`
-//!    event with `{"allow_mass_removal": true}` overrides it for that run.
+//!    mass-removal guard (removing every member, a majority, or more than a fraction and a
+//!    number of people) fails the run permanently, naming the people and the rule; a
+//!    `muster.team.sync` event with `{"allow_mass_removal": true}` (`POST
+//!    /v1/teams/{slug}/sync` with that body, an admin's) overrides it for that run.
 //! 4. `namespaces`: one [`NamespaceRecord`] per environment, `<team>-<env>`, quota and limits
 //!    from the environment's defaults overridden by the team's `quota_profile` (an environment
 //!    without that profile keeps its defaults and is listed in the output), role bindings for
@@ -76,9 +78,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::github::{
-    AppliedPlan, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVALS_ABSOLUTE,
-    DEFAULT_MIN_MAINTAINERS, DesiredTeam, GitHub, Guards, MemberPlan, Privacy, TeamField, TeamRef,
-    apply_plan, plan_members, slug_for,
+    AppliedPlan, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
+    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, DesiredTeam, GitHub, Guards,
+    MemberPlan, Privacy, TeamField, TeamRef, apply_plan, plan_members, slug_for,
 };
 use crate::publisher::Publisher;
 use crate::records::{
@@ -101,6 +103,9 @@ pub struct SyncTeamSettings {
     pub max_removal_fraction: f64,
     /// …and more than this many people.
     pub max_removals_absolute: usize,
+    /// Mass-removal guard for every team size: refuse removing more than this fraction of the
+    /// current members (1.0: off). Removing all of them is always refused.
+    pub max_removal_majority: f64,
     /// The desired state must name at least this many maintainers.
     pub min_maintainers: usize,
     /// Visibility of the GitHub teams Muster creates or updates.
@@ -121,6 +126,7 @@ impl Default for SyncTeamSettings {
         SyncTeamSettings {
             max_removal_fraction: DEFAULT_MAX_REMOVAL_FRACTION,
             max_removals_absolute: DEFAULT_MAX_REMOVALS_ABSOLUTE,
+            max_removal_majority: DEFAULT_MAX_REMOVAL_MAJORITY,
             min_maintainers: DEFAULT_MIN_MAINTAINERS,
             privacy: Privacy::Closed,
             group_prefix: String::new(),
@@ -446,6 +452,7 @@ impl SyncTeam {
         let guards = Guards {
             max_removal_fraction: self.settings.max_removal_fraction,
             max_removals_absolute: self.settings.max_removals_absolute,
+            max_removal_majority: self.settings.max_removal_majority,
             min_maintainers: self.settings.min_maintainers,
             acting_login: self.github.acting_login().await?,
             allow_mass_removal,
