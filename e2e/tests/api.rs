@@ -1380,3 +1380,105 @@ async fn a_sync_request_carries_the_mass_removal_override() -> anyhow::Result<()
     assert_eq!(requests, [(id(&overridden), true), (id(&plain), false), (id(&null), false)]);
     engine.stop().await
 }
+
+#[tokio::test]
+async fn namespace_names_that_would_clash_or_be_too_long_are_refused() -> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let http = Client::new();
+    let create = |what: &str, body: Value| http.post(format!("{api}/v1/{what}")).json(&body).send();
+    let new_team = |slug: &str| json!({"slug": slug, "name": "A", "maintainers": ["carol"]});
+    let keys = |list: &Value, key: &str| -> Vec<String> {
+        list["items"].as_array().unwrap().iter().map(|i| i[key].as_str().unwrap().into()).collect()
+    };
+    for env in ["c", "b-c", "z"] {
+        let response = create("environments", json!({"name": env})).await?;
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await?);
+    }
+    for slug in ["a-b", "x", "x-y"] {
+        let response = create("teams", new_team(slug)).await?;
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await?);
+    }
+
+    // A team created after the environments: `a` in `b-c` would be `a-b`'s `a-b-c` in `c`.
+    let p =
+        problem(create("teams", new_team("a")).await?, StatusCode::CONFLICT, "conflict").await?;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("\"a-b-c\""), "{detail}");
+    assert!(detail.contains("team \"a-b\" in environment \"c\""), "{detail}");
+    problem(
+        http.get(format!("{api}/v1/teams/a")).send().await?,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await?;
+
+    // An environment created after the teams: `y-z` would give `x` the `x-y-z` of `x-y` in `z`.
+    let p = problem(
+        create("environments", json!({"name": "y-z"})).await?,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await?;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("\"x-y-z\""), "{detail}");
+    assert!(detail.contains("team \"x-y\" in environment \"z\""), "{detail}");
+    let response = http.get(format!("{api}/v1/environments/y-z")).send().await?;
+    problem(response, StatusCode::NOT_FOUND, "not-found").await?;
+
+    // A team whose only clash is with itself is just a duplicate slug.
+    problem(create("teams", new_team("a-b")).await?, StatusCode::CONFLICT, "already-exists")
+        .await?;
+
+    // Over-long: `<60 t>-b-c` is 64 characters (`-c` and `-z` fit): 422 on the slug.
+    let long = "t".repeat(60);
+    let response = create("teams", new_team(&long)).await?;
+    let p = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation").await?;
+    assert_eq!(p["errors"].as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(p["errors"][0]["path"], "slug", "{p}");
+    let message = p["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "the namespace \"{long}-b-c\" would be 64 characters, at most 63"
+        )),
+        "{message}"
+    );
+    let response = http.get(format!("{api}/v1/teams/{long}")).send().await?;
+    problem(response, StatusCode::NOT_FOUND, "not-found").await?;
+    // An environment name of 60 characters fits no team (`x-` makes 62, `a-b-` 64): 422 on
+    // the name, one error per team whose namespace would be too long.
+    let long_env = "e".repeat(60);
+    let response = create("environments", json!({"name": long_env})).await?;
+    let p = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation").await?;
+    let errors = p["errors"].as_array().unwrap();
+    let teams: Vec<&str> = errors
+        .iter()
+        .map(|e| {
+            assert_eq!(e["path"], "name", "{p}");
+            e["message"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(teams.len(), 2, "{p}");
+    assert!(teams[0].contains(&format!("\"a-b-{long_env}\" would be 64 characters")), "{p}");
+    assert!(teams[1].contains(&format!("\"x-y-{long_env}\" would be 64 characters")), "{p}");
+
+    // Nothing was written: the lists are as they were, and only the six creations announced.
+    let (_, _, teams) = body(http.get(format!("{api}/v1/teams")).send().await?).await?;
+    assert_eq!(keys(&teams, "slug"), ["a-b", "x", "x-y"]);
+    let (_, _, envs) = body(http.get(format!("{api}/v1/environments")).send().await?).await?;
+    assert_eq!(keys(&envs, "name"), ["b-c", "c", "z"]);
+    wait_record_events(
+        &mut world,
+        &[
+            ("muster.environment.created", "c"),
+            ("muster.environment.created", "b-c"),
+            ("muster.environment.created", "z"),
+            ("muster.team.created", "a-b"),
+            ("muster.team.created", "x"),
+            ("muster.team.created", "x-y"),
+        ],
+    )
+    .await?;
+    engine.stop().await
+}

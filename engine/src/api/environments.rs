@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 use workflows::records::{
-    Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord, NamespaceState,
+    Environment, EnvironmentSpec, NamespaceFilter, NamespaceRecord, NamespaceState, RecordKind,
+    RecordsError,
 };
 
 use super::extract::{IfMatch, JsonBody, etag, if_none_match, version_to_write};
@@ -29,14 +30,16 @@ fn environment_response(status: StatusCode, env: &Environment, location: bool) -
 }
 
 /// Create an environment. Only `name` is required; `allow_namespace_deletion` defaults to
-/// false. Announces `muster.environment.created`.
+/// false. Announces `muster.environment.created`. Every team's namespace name here,
+/// `<team>-<name>`, must be at most 63 characters (else 422 on `name`) and no other team's in
+/// another environment (else 409 `conflict` naming that team and environment).
 #[utoipa::path(post, path = "/v1/environments", tag = "environments",
     request_body = super::schema::EnvironmentSpecDoc,
     responses(
         (status = 201, description = "Created", body = super::schema::EnvironmentDoc,
          headers(("ETag" = String), ("Location" = String))),
-        (status = 409, description = "The name is taken", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The name is taken, or a team's namespace name here is another team's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields, or a namespace name longer than 63 characters", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn create(
@@ -47,6 +50,9 @@ pub async fn create(
     let access = Access::environment("environment.create", &spec.name)
         .changes(changed_fields(None::<&EnvironmentSpec>, &spec));
     state.authorize(&caller, access).await?;
+    // Invalid fields first: a name that is not a DNS-1123 label has no namespace names to check.
+    RecordsError::validated(RecordKind::Environment, spec.validate())?;
+    super::namespace_names::check_new_environment(&state, &spec.name).await?;
     let env = state.records.create_environment(spec, &caller.actor()).await?;
     state.record_written();
     Ok(environment_response(StatusCode::CREATED, &env, true))

@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod guard;
 pub mod health;
+mod namespace_names;
 pub mod problem;
 pub mod responses;
 pub mod runs;

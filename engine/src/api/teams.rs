@@ -91,14 +91,16 @@ fn team_response(status: StatusCode, team: &Team, location: bool) -> Response {
 /// Stores the team at resource version 1 and announces `muster.team.created` (through the
 /// outbox, so the event is published even if the engine stops right after). `members` and
 /// `maintainers` may be omitted (a new team has nobody to remove), but the team must name at
-/// least `github.min-maintainers` maintainers (default 1).
+/// least `github.min-maintainers` maintainers (default 1). Its namespace name in every
+/// environment, `<slug>-<environment>`, must be at most 63 characters (else 422 on `slug`) and
+/// no other team's in any environment (else 409 `conflict` naming that team and environment).
 #[utoipa::path(post, path = "/v1/teams", tag = "teams",
     request_body = super::schema::TeamSpecDoc,
     responses(
         (status = 201, description = "Created", body = super::schema::TeamDoc,
          headers(("ETag" = String, description = "Resource version"), ("Location" = String))),
-        (status = 409, description = "The slug is taken (also by a deleted team awaiting purge)", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "Invalid fields, or fewer maintainers than github.min-maintainers", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The slug is taken (also by a deleted team awaiting purge), or one of the team's namespace names is another team's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Invalid fields, fewer maintainers than github.min-maintainers, or a namespace name longer than 63 characters", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyProblems, StoreUnavailable, Denied,
     ))]
 pub async fn create(
@@ -110,6 +112,7 @@ pub async fn create(
         Access::team("team.create", &spec.slug).changes(changed_fields(None::<&TeamSpec>, &spec));
     state.authorize(&caller, access).await?;
     validated(&state, &spec)?;
+    super::namespace_names::check_new_team(&state, &spec.slug).await?;
     let team = state.records.create_team(spec, &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::CREATED, &team, true))

@@ -20,7 +20,9 @@
 //!   deleting a namespace destroys data, so an environment opts in explicitly, and no rule
 //!   depends on an environment's name.
 //! - **Namespace names are `<team>-<env>` and unique.** `a-b` × `c` and `a` × `b-c` both derive
-//!   `a-b-c`; the second upsert fails with `AlreadyExists` instead of sharing a namespace.
+//!   `a-b-c`; the second upsert fails with `AlreadyExists` instead of sharing a namespace. The
+//!   API refuses the team or environment that would bring such a pair, or a name longer than
+//!   63 characters, before it is stored ([`NamespaceNames`]).
 //! - **Namespace records need a live team** and are not announced through the outbox:
 //!   `sync_team` publishes `muster.namespace.changed` itself. An upsert that changes nothing
 //!   keeps the resource version, so agents polling with an ETag see no change.
@@ -41,6 +43,7 @@
 mod environment;
 mod error;
 mod namespace;
+mod namespace_names;
 mod outbox;
 mod port;
 mod team;
@@ -50,8 +53,9 @@ pub use environment::{Environment, EnvironmentSpec, Quantities, QuotaProfile};
 pub use error::{BoxError, RecordKind, RecordsError, RecordsResult};
 pub use namespace::{
     ClusterOutcome, ClusterStatus, NamespaceFilter, NamespaceRecord, NamespaceSpec, NamespaceState,
-    RoleBinding,
+    RoleBinding, namespace_name,
 };
+pub use namespace_names::{MAX_LIST_PAGES, NamespaceNameProblem, NamespaceNames};
 pub use outbox::{
     Actor, Change, ENVIRONMENT_CREATED, ENVIRONMENT_DELETED, ENVIRONMENT_UPDATED, OutboxEvent,
     TEAM_CREATED, TEAM_DELETED, TEAM_UPDATED,

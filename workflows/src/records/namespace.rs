@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::environment::Quantities;
 use super::validation::{MAX_MAP_ENTRIES, MAX_MESSAGE_LEN, Problems, ValidationErrors};
 
+/// The Kubernetes namespace name of `team` in `environment`: `<team>-<environment>`. The one
+/// place the rule lives; [`NamespaceNames`](super::NamespaceNames) checks that a new pair's
+/// name fits in a DNS-1123 label and is not another pair's.
+pub fn namespace_name(team: &str, environment: &str) -> String {
+    format!("{team}-{environment}")
+}
+
 /// A RoleBinding in the namespace: the team's group gets a (cluster) role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,9 +60,9 @@ pub struct NamespaceSpec {
 }
 
 impl NamespaceSpec {
-    /// The Kubernetes namespace name: `<team>-<env>`.
+    /// The Kubernetes namespace name: [`namespace_name`], `<team>-<env>`.
     pub fn namespace_name(&self) -> String {
-        format!("{}-{}", self.team, self.environment)
+        namespace_name(&self.team, &self.environment)
     }
 
     /// Checks every field, including that the derived namespace name is itself a DNS-1123
