@@ -514,3 +514,58 @@ async fn a_small_team_is_replaced_only_with_an_admins_override() -> anyhow::Resu
     .await?;
     engine.stop().await
 }
+
+/// Privacy is a field of the team: a secret team is created secret on GitHub and a merge patch
+/// makes it closed; a secret team with a parent is refused at the API (GitHub nests closed teams
+/// only), before anything is stored.
+#[tokio::test]
+async fn a_secret_team_is_secret_on_github() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol"]);
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    let mut body = team_body(&["alice"], &["carol"]);
+    body["privacy"] = json!("secret");
+    post(&http, format!("{api}/v1/teams"), body).await?;
+    wait_members(
+        &fake,
+        "payments",
+        &[("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")],
+    )
+    .await?;
+    assert_eq!(fake.team("payments").unwrap().privacy, "secret");
+    let team: Value = http.get(format!("{api}/v1/teams/payments")).send().await?.json().await?;
+    assert_eq!(team["privacy"], "secret");
+
+    let response = http
+        .patch(format!("{api}/v1/teams/payments"))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"privacy": "closed"}).to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await?);
+    wait_for("the GitHub team to be closed", WAIT, || async {
+        fake.team("payments").filter(|t| t.privacy == "closed").map(|_| ())
+    })
+    .await?;
+
+    let child = json!({
+        "slug": "payments-cards",
+        "name": "Payments Cards",
+        "maintainers": ["carol"],
+        "parent": "payments",
+        "privacy": "secret",
+    });
+    let response = http.post(format!("{api}/v1/teams")).json(&child).send().await?;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["errors"][0]["path"], "privacy", "{problem}");
+    assert!(
+        problem["errors"][0]["message"].as_str().unwrap_or_default().contains("use closed"),
+        "{problem}"
+    );
+    engine.stop().await
+}

@@ -53,7 +53,6 @@ pub fn domain_workflows(
         group_prefix: config.sync.group_prefix.clone(),
         member_role: config.sync.member_role.clone(),
         maintainer_role: config.sync.maintainer_role.clone(),
-        ..SyncTeamSettings::default()
     };
     let records = store.records();
     let publisher: Arc<dyn Publisher> = Arc::new(publisher.clone());

@@ -265,6 +265,7 @@ mod tests {
             members: Vec::new(),
             maintainers: vec!["alice".into()],
             parent: None,
+            privacy: Default::default(),
             quota_profile: None,
             labels: Default::default(),
         }

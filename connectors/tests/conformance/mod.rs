@@ -54,6 +54,7 @@ pub fn team(slug: &str) -> TeamSpec {
         members: vec!["alice".into(), "bob".into()],
         maintainers: vec!["carol".into()],
         parent: None,
+        privacy: Default::default(),
         quota_profile: None,
         labels: BTreeMap::new(),
     }

@@ -41,6 +41,10 @@ pub struct TeamSpecDoc {
     #[serde(default)]
     #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     parent: Option<String>,
+    /// The GitHub team's visibility; `closed` when left out. A secret team cannot have a
+    /// parent (GitHub nests closed teams only).
+    #[serde(default)]
+    privacy: TeamPrivacyDoc,
     #[serde(default)]
     #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     quota_profile: Option<String>,
@@ -77,11 +81,26 @@ pub struct TeamReplacementDoc {
     #[serde(default)]
     #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     parent: Option<String>,
+    /// The GitHub team's visibility; `closed` when left out. A secret team cannot have a
+    /// parent (GitHub nests closed teams only).
+    #[serde(default)]
+    privacy: TeamPrivacyDoc,
     #[serde(default)]
     #[schema(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     quota_profile: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+/// A GitHub team's visibility: `closed`, seen by the whole organization, or `secret`, seen by
+/// its members and the organization's owners.
+#[derive(Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = TeamPrivacy)]
+pub enum TeamPrivacyDoc {
+    #[default]
+    Closed,
+    Secret,
 }
 
 /// A GitHub login.
@@ -111,6 +130,9 @@ pub struct TeamPatchDoc {
     maintainers: Vec<String>,
     #[serde(default)]
     parent: Option<String>,
+    /// `closed` or `secret`; `null` sets the default, `closed`.
+    #[serde(default)]
+    privacy: Option<TeamPrivacyDoc>,
     #[serde(default)]
     quota_profile: Option<String>,
     #[serde(default)]
@@ -128,6 +150,7 @@ pub struct TeamDoc {
     maintainers: Vec<String>,
     #[serde(default)]
     parent: Option<String>,
+    privacy: TeamPrivacyDoc,
     #[serde(default)]
     quota_profile: Option<String>,
     labels: BTreeMap<String, String>,

@@ -78,7 +78,7 @@ pub enum TeamsCommand {
 #[derive(Debug, Args)]
 pub struct TeamFields {
     /// The team as JSON (`-` for stdin); excludes the other field flags.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["slug", "name", "description", "members", "maintainers", "parent", "labels"])]
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["slug", "name", "description", "members", "maintainers", "parent", "privacy", "labels"])]
     pub file: Option<PathBuf>,
     /// DNS-1123 label (create only).
     #[arg(long)]
@@ -95,6 +95,9 @@ pub struct TeamFields {
     pub maintainers: Option<Vec<String>>,
     #[arg(long)]
     pub parent: Option<String>,
+    /// The GitHub team's visibility; a secret team cannot have a parent.
+    #[arg(long, value_parser = ["closed", "secret"])]
+    pub privacy: Option<String>,
     /// Namespace labels, KEY=VALUE (repeat).
     #[arg(long = "label")]
     pub labels: Option<Vec<String>>,
@@ -125,6 +128,9 @@ impl TeamFields {
         if let Some(v) = &self.parent {
             put("parent", json!(v));
         }
+        if let Some(v) = &self.privacy {
+            put("privacy", json!(v));
+        }
         if let Some(v) = &self.labels {
             put("labels", Value::Object(pairs(v)?));
         }
@@ -147,6 +153,7 @@ fn print_team(team: &Value) {
     if let Some(parent) = team["parent"].as_str() {
         println!("parent       {parent}");
     }
+    println!("privacy      {}", team["privacy"].as_str().unwrap_or("closed"));
     println!("version      {}", team["resource_version"]);
     println!("updated      {}", team["updated_at"].as_str().unwrap_or_default());
     if let Some(deleted) = team["deleted_at"].as_str() {

@@ -47,10 +47,11 @@ impl Member {
     }
 }
 
-/// GitHub team visibility. `Closed` (visible to the organization) is Muster's default: a nested
-/// team must be closed, and platform teams are meant to be found.
+/// GitHub team visibility, a field of each team (`TeamSpec::privacy`). `Closed` (visible to the
+/// organization) is the default: platform teams are meant to be found, and GitHub nests closed
+/// teams only. `Secret` is seen by the team's members and the organization's owners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum Privacy {
     Secret,
     #[default]

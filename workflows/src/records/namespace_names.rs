@@ -299,6 +299,7 @@ mod tests {
             members: Vec::new(),
             maintainers: vec!["carol".into()],
             parent: None,
+            privacy: Default::default(),
             quota_profile: None,
             labels: Default::default(),
         };

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::github::Privacy;
+
 use super::validation::{
     MAX_DESCRIPTION_LEN, MAX_LOGINS, MAX_NAME_LEN, Problems, ValidationErrors, is_github_login,
 };
@@ -30,6 +32,12 @@ pub struct TeamSpec {
     /// Slug of the parent team, if nested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The GitHub team's visibility: `closed` (seen by the whole organization, the default) or
+    /// `secret` (seen by its members and the owners). GitHub nests closed teams only, so a
+    /// secret team has no parent. Absent in documents written before it existed: closed, as
+    /// every team was then.
+    #[serde(default)]
+    pub privacy: Privacy,
     /// Name of the quota profile applied to the team's namespaces; the environment's defaults
     /// apply when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +99,9 @@ impl TeamSpec {
             p.dns_label("parent", parent);
             if *parent == self.slug {
                 p.push("parent", "a team cannot be its own parent");
+            }
+            if self.privacy == Privacy::Secret {
+                p.push("privacy", "a secret team cannot have a parent team on GitHub; use closed");
             }
         }
         if let Some(profile) = &self.quota_profile {
@@ -241,6 +252,7 @@ mod tests {
             members: vec!["alice".into(), "bob".into()],
             maintainers: vec!["carol".into()],
             parent: None,
+            privacy: Privacy::Closed,
             quota_profile: None,
             labels: BTreeMap::new(),
         }
@@ -299,6 +311,37 @@ mod tests {
         let err = s.validate_with_min_maintainers(1).unwrap_err();
         let paths: Vec<&str> = err.errors().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["slug", "maintainers"], "every problem at once");
+    }
+
+    /// GitHub nests closed teams only: a secret team with a parent would fail at every sync.
+    #[test]
+    fn a_secret_team_cannot_have_a_parent() {
+        let mut s = spec();
+        s.privacy = Privacy::Secret;
+        s.validate().unwrap();
+        s.parent = Some("platform".into());
+        let err = s.validate().unwrap_err();
+        assert_eq!(paths(&s), ["privacy"]);
+        assert!(
+            err.to_string()
+                .contains("privacy: a secret team cannot have a parent team on GitHub; use closed"),
+            "{err}"
+        );
+        s.privacy = Privacy::Closed;
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn privacy_is_lowercase_and_closed_when_absent() {
+        let old: TeamSpec = serde_json::from_str(r#"{"slug":"a","name":"A"}"#).unwrap();
+        assert_eq!(old.privacy, Privacy::Closed, "documents and clients without privacy");
+        let secret: TeamSpec =
+            serde_json::from_str(r#"{"slug":"a","name":"A","privacy":"secret"}"#).unwrap();
+        assert_eq!(secret.privacy, Privacy::Secret);
+        assert_eq!(serde_json::to_value(&secret).unwrap()["privacy"], "secret");
+        let err = serde_json::from_str::<TeamSpec>(r#"{"slug":"a","name":"A","privacy":"open"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown variant `open`"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! 1. `load`: the team, every environment (all pages), the start time.
 //!    Team absent (purged) → the run finishes with `{"absent": true}`. A scheduled sync whose
 //!    team already finished a sync that *started* after the tick → `{"coalesced": true}`.
-//! 2. `github-team`: [`GitHub::ensure_team`] with the stored [`GitHubLink`] as `known`, then the
-//!    link stored with [`Records::set_team_status`] (a rename keeps the id: the same team). A
+//! 2. `github-team`: [`GitHub::ensure_team`] with the team's name, description and privacy
+//!    (`closed` or `secret`, a field of the team) and the stored [`GitHubLink`] as `known`, then
+//!    the link stored with [`Records::set_team_status`] (a rename keeps the id: the same team). A
 //!    parent team is read here (not in `load`), so a retry waiting for the parent's own first
 //!    sync sees its link once it exists.
 //! 3. `github-members`: observe, [`plan_members`] with the guards of [`SyncTeamSettings`],
@@ -80,7 +81,7 @@ use serde_json::json;
 use crate::github::{
     AppliedPlan, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
     DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, DesiredTeam, GitHub, Guards,
-    MemberPlan, Privacy, TeamField, TeamRef, apply_plan, plan_members, slug_for,
+    MemberPlan, TeamField, TeamRef, apply_plan, plan_members, slug_for,
 };
 use crate::publisher::Publisher;
 use crate::records::{
@@ -108,8 +109,6 @@ pub struct SyncTeamSettings {
     pub max_removal_majority: f64,
     /// The desired state must name at least this many maintainers.
     pub min_maintainers: usize,
-    /// Visibility of the GitHub teams Muster creates or updates.
-    pub privacy: Privacy,
     /// The team's group in the clusters is `<group_prefix><team slug>` (e.g. `github:` or an
     /// IdP's prefix). The Muster slug, not the GitHub slug, is used: it never changes, while
     /// the GitHub slug follows renames.
@@ -128,7 +127,6 @@ impl Default for SyncTeamSettings {
             max_removals_absolute: DEFAULT_MAX_REMOVALS_ABSOLUTE,
             max_removal_majority: DEFAULT_MAX_REMOVAL_MAJORITY,
             min_maintainers: DEFAULT_MIN_MAINTAINERS,
-            privacy: Privacy::Closed,
             group_prefix: String::new(),
             member_role: "edit".to_owned(),
             maintainer_role: "admin".to_owned(),
@@ -383,7 +381,7 @@ impl SyncTeam {
         let desired = DesiredTeam {
             name: team.spec.name.clone(),
             description: team.spec.description.clone(),
-            privacy: self.settings.privacy,
+            privacy: team.spec.privacy,
             parent: self.parent_slug(team).await?,
             known,
         };

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::ErrorKind;
-use crate::github::{GitHubError, Member, RateLimitKind, Role};
+use crate::github::{GitHubError, Member, Privacy, RateLimitKind, Role};
 use crate::memory::{MemoryGitHub, MemoryJournal, MemoryPublisher, MemoryRecords};
 use crate::records::{
     Actor, ClusterOutcome, ClusterStatus, EnvironmentSpec, QuotaProfile, TeamSpec,
@@ -90,6 +90,7 @@ fn spec() -> TeamSpec {
         members: vec!["bob".into(), "carol".into()],
         maintainers: vec!["alice".into()],
         parent: None,
+        privacy: Default::default(),
         quota_profile: None,
         labels: Default::default(),
     }
@@ -420,6 +421,35 @@ async fn a_rename_updates_the_same_github_team() {
     assert_eq!(output["github"]["team"]["changed"], json!(["name"]));
     let link = f.records.get_team("payments").await.unwrap().status.github.unwrap();
     assert_eq!(link, GitHubLink { id, slug: "payments-platform".into() });
+}
+
+/// Privacy is the team's, not a setting: a secret team is created secret, and a change of the
+/// field reaches the same GitHub team.
+#[tokio::test]
+async fn the_teams_privacy_is_applied_on_create_and_on_change() {
+    let f = Fixture::live().await;
+    let mut secret = spec();
+    secret.privacy = Privacy::Secret;
+    f.records.create_team(secret, &Actor::system()).await.unwrap();
+    f.run("sync_team-1", created()).await.unwrap();
+    assert_eq!(f.github_team().privacy, Privacy::Secret);
+
+    let mut closed = spec();
+    closed.privacy = Privacy::Closed;
+    f.records.update_team(closed, Some(1), &Actor::system()).await.unwrap();
+    let output = f.run("sync_team-2", event("muster.team.updated", "e-2", None)).await.unwrap();
+    assert_eq!(f.github_team().privacy, Privacy::Closed);
+    assert_eq!(output["github"]["team"]["changed"], json!(["privacy"]));
+
+    let mut secret = spec();
+    secret.privacy = Privacy::Secret;
+    f.records.update_team(secret, Some(2), &Actor::system()).await.unwrap();
+    let id = f.github_team().id;
+    let output = f.run("sync_team-3", event("muster.team.updated", "e-3", None)).await.unwrap();
+    let gh = f.github_team();
+    assert_eq!((gh.id, gh.privacy), (id, Privacy::Secret), "closed → secret on the same team");
+    assert_eq!(output["github"]["team"]["action"], "updated");
+    assert_eq!(output["github"]["team"]["changed"], json!(["privacy"]));
 }
 
 #[tokio::test]
