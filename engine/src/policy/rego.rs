@@ -111,8 +111,8 @@ pub enum PolicyError {
 
 /// The in-process policy: `data.muster.authz` from Rego files, compiled at start.
 ///
-/// Deciding is synchronous CPU work, done inline: for the shipped policy about 0.2 ms per
-/// decision in a debug build (clone, set input, evaluate `allow` and `reasons`).
+/// Deciding is synchronous CPU work, done inline: clone the compiled engine, set the input,
+/// evaluate `allow` and `reasons`.
 #[derive(Clone)]
 pub struct RegoPolicy {
     /// Policies and data loaded and prepared; cloned per decision so that decisions share
