@@ -74,6 +74,79 @@ impl TeamJson<'_> {
     }
 }
 
+/// "Get an organization": the fields a client reads to learn the organization and its id.
+pub(crate) fn organization(base: &str, login: &str, id: u64, created_at: DateTime<Utc>) -> Value {
+    let o = format!("{base}/orgs/{login}");
+    json!({
+        "login": login,
+        "id": id,
+        "node_id": format!("O_{id}"),
+        "url": o,
+        "repos_url": format!("{o}/repos"),
+        "events_url": format!("{o}/events"),
+        "hooks_url": format!("{o}/hooks"),
+        "issues_url": format!("{o}/issues"),
+        "members_url": format!("{o}/members{{/member}}"),
+        "public_members_url": format!("{o}/public_members{{/member}}"),
+        "avatar_url": format!("{base}/avatars/o/{id}"),
+        "description": null,
+        "name": login,
+        "company": null,
+        "blog": null,
+        "location": null,
+        "email": null,
+        "twitter_username": null,
+        "is_verified": false,
+        "has_organization_projects": true,
+        "has_repository_projects": true,
+        "public_repos": 0,
+        "public_gists": 0,
+        "followers": 0,
+        "following": 0,
+        "html_url": format!("{base}/{login}"),
+        "created_at": created_at,
+        "updated_at": created_at,
+        "archived_at": null,
+        "type": "Organization",
+    })
+}
+
+/// An organization invitation ("List pending team invitations", "List failed organization
+/// invitations"); `failed` is when and why it failed.
+pub(crate) struct InvitationJson<'a> {
+    pub base: &'a str,
+    pub org_id: u64,
+    pub id: u64,
+    pub login: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub inviter: Value,
+    pub team_count: usize,
+    pub failed: Option<(DateTime<Utc>, &'a str)>,
+}
+
+impl InvitationJson<'_> {
+    pub(crate) fn render(&self) -> Value {
+        let (failed_at, failed_reason) = self.failed.unzip();
+        json!({
+            "id": self.id,
+            "node_id": format!("OI_{}", self.id),
+            "login": self.login,
+            "email": null,
+            "role": "direct_member",
+            "created_at": self.created_at,
+            "failed_at": failed_at,
+            "failed_reason": failed_reason,
+            "inviter": self.inviter,
+            "team_count": self.team_count,
+            "invitation_teams_url": format!(
+                "{}/organizations/{}/invitations/{}/teams",
+                self.base, self.org_id, self.id
+            ),
+            "invitation_source": "member",
+        })
+    }
+}
+
 pub(crate) fn error(message: &str) -> Value {
     json!({
         "message": message,
