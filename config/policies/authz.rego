@@ -12,7 +12,7 @@
 #               namespaces,                 team.delete: [{environment, allow_namespace_deletion}]
 #               event}                      event.publish: {type, source, subject}
 #   changes    the top-level spec fields the request sets; for team.sync, the options it
-#              sets ("allow_mass_removal")
+#              sets ("allow_mass_removal", "adopt", "reinvite")
 #   request    {method, path}
 #
 # data.config (`PolicyData`):
@@ -77,7 +77,12 @@ admin_only_actions := {
 # What only admins may ask for, whatever the action, with the words a denial uses: entries
 # of `changes`. `allow_mass_removal` is a team.sync that may remove every member of a team, a
 # majority of them, or more than the configured share and number (GitHub's mass-removal guard).
-admin_only_changes := {"allow_mass_removal": "override the mass-removal guard"}
+# `adopt` is a team.sync that takes over an existing GitHub team Muster did not create, with
+# its members.
+admin_only_changes := {
+	"allow_mass_removal": "override the mass-removal guard",
+	"adopt": "adopt an existing GitHub team",
+}
 
 # What a team's maintainers may do to their own team.
 maintainer_actions := {"team.update", "team.sync"}

@@ -157,6 +157,39 @@ test_outsider_may_not_override_the_mass_removal_guard if {
 		with data.config as config
 }
 
+test_maintainer_may_not_adopt_a_github_team if {
+	not authz.allow with input as team_input("alice", [], "team.sync", ["adopt"]) with data.config as config
+	authz.reasons == {"only admins may adopt an existing GitHub team"}
+		with input as team_input("alice", [], "team.sync", ["adopt"])
+		with data.config as config
+}
+
+test_admin_may_adopt_a_github_team if {
+	authz.allow with input as team_input("root", ["muster-admins"], "team.sync", ["adopt", "allow_mass_removal"])
+		with data.config as config
+}
+
+test_maintainer_may_not_adopt_and_override_at_once if {
+	authz.reasons == {"only admins may adopt an existing GitHub team", "only admins may override the mass-removal guard"}
+		with input as team_input("alice", [], "team.sync", ["allow_mass_removal", "adopt"])
+		with data.config as config
+}
+
+# Re-sending expired invitations to the team's own desired members is a maintainer's call.
+test_maintainer_may_reinvite if {
+	authz.allow with input as team_input("alice", [], "team.sync", ["reinvite"]) with data.config as config
+	not authz.allow with input as team_input("mallory", [], "team.sync", ["reinvite"]) with data.config as config
+}
+
+# A plan (GET /v1/teams/{slug}/plan) is read as the team is: with team.read, whatever options
+# it previews.
+test_anyone_authenticated_may_read_a_plan if {
+	authz.allow with input as object.union(team_input("mallory", [], "team.read", []), {"request": {"method": "GET", "path": "/v1/teams/payments/plan"}})
+		with data.config as config
+	not authz.allow with input as object.union(team_input("", [], "team.read", []), {"request": {"method": "GET", "path": "/v1/teams/payments/plan"}})
+		with data.config as config
+}
+
 test_maintainer_may_not_delete if {
 	not authz.allow with input as delete_input("alice", [], []) with data.config as config
 	authz.reasons == {"only admins may delete teams"} with input as delete_input("alice", [], []) with data.config as config

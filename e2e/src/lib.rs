@@ -7,5 +7,6 @@
 pub mod agents;
 pub mod fake_github;
 pub mod fake_kube;
+pub mod github_kit;
 pub mod harness;
 pub mod workflows;

@@ -842,7 +842,7 @@ async fn every_documented_route_is_served() -> anyhow::Result<()> {
             routes += 1;
         }
     }
-    assert_eq!(routes, 27);
+    assert_eq!(routes, 28);
     engine.stop().await
 }
 

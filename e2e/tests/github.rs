@@ -4,90 +4,14 @@
 
 use std::time::Duration;
 
-use connectors::github::{GitHubConfig, OctocrabGitHub, Secret};
+use connectors::github::{GitHubConfig, GitHubMode, OctocrabGitHub};
 use e2e::fake_github::{Budget, FakeGitHub, Fault};
+use e2e::github_kit::{FAST, adapter, config, fake, pairs, roles, sync, team};
 use workflows::RunError;
 use workflows::github::{
-    AppliedPlan, DesiredTeam, GitHub, GitHubError, GitHubTeam, MemberPlan, Privacy, RateLimitKind,
-    TeamField, TeamRef, apply_plan, plan_members,
+    Adoption, DesiredTeam, GitHub, GitHubError, MembershipState, RateLimitKind, Role, TeamField,
+    TeamRef,
 };
-
-const ORG: &str = "acme";
-const FAST: Duration = Duration::from_millis(20);
-
-async fn fake() -> FakeGitHub {
-    let fake = FakeGitHub::start(ORG).await.expect("fake GitHub starts");
-    fake.add_org_members(["alice", "bob", "carol", "dave", "frank"]);
-    fake
-}
-
-fn config(fake: &FakeGitHub, write_interval: Duration) -> GitHubConfig {
-    GitHubConfig {
-        api_url: fake.url(),
-        org: ORG.into(),
-        token: Some(Secret::new("ghp_test")),
-        write_interval,
-        request_timeout: Duration::from_secs(10),
-        ..GitHubConfig::default()
-    }
-}
-
-fn adapter(config: &GitHubConfig) -> OctocrabGitHub {
-    OctocrabGitHub::new(config).expect("valid config")
-}
-
-fn team(name: &str, known: Option<TeamRef>) -> DesiredTeam {
-    DesiredTeam {
-        name: name.into(),
-        description: format!("{name} (managed by Muster)"),
-        privacy: Privacy::Closed,
-        parent: None,
-        known,
-    }
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| (*s).to_owned()).collect()
-}
-
-struct Synced {
-    team: GitHubTeam,
-    plan: MemberPlan,
-    applied: AppliedPlan,
-}
-
-/// What `sync_team` does for GitHub: ensure the team, read, plan with the guards, apply.
-async fn sync(
-    github: &dyn GitHub,
-    config: &GitHubConfig,
-    desired: &DesiredTeam,
-    maintainers: &[&str],
-    members: &[&str],
-) -> Result<Synced, RunError> {
-    let team = github.ensure_team(desired).await?;
-    let acting = github.acting_login().await?;
-    let observed = if team.created && github.is_plan_only() {
-        Vec::new()
-    } else {
-        github.team_members(&team.team_ref()).await?
-    };
-    let plan =
-        plan_members(&strings(members), &strings(maintainers), &observed, &config.guards(acting))?;
-    let applied = if github.is_plan_only() {
-        AppliedPlan::default()
-    } else {
-        apply_plan(github, &team.team_ref(), &plan).await?
-    };
-    Ok(Synced { team, plan, applied })
-}
-
-fn roles(fake: &FakeGitHub, slug: &str) -> Vec<(String, String)> {
-    fake.team(slug).expect("team exists").members.into_iter().collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
-}
 
 #[tokio::test]
 async fn creates_the_team_then_a_rerun_sends_nothing_and_reads_304s() {
@@ -139,13 +63,18 @@ async fn creates_the_team_then_a_rerun_sends_nothing_and_reads_304s() {
         assert!(again.plan.is_empty(), "{:?}", again.plan);
         let log = fake.requests();
         assert!(fake.mutations().is_empty(), "run {run}: {log:#?}");
-        assert_eq!(log.len(), 4, "team + maintainers + members + invitations: {log:#?}");
+        assert_eq!(
+            log.len(),
+            6,
+            "team + owners + child teams + maintainers + members + invitations: {log:#?}"
+        );
+        let by_id = format!("/organizations/{}/team/{}", fake.org_id(), first.team.id);
         for request in &log {
             assert_eq!(request.method, "GET");
             if run == 3 {
                 assert_eq!(request.status, 304, "run {run}: {request:?}");
                 assert!(request.conditional);
-            } else if request.path != "/orgs/acme/teams/platform-team" {
+            } else if request.path != by_id {
                 assert!(request.conditional, "run {run}: {request:?}");
             }
         }
@@ -167,12 +96,13 @@ async fn a_member_update_sends_only_the_difference() {
     let mut writes: Vec<String> =
         fake.mutations().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     writes.sort();
+    let team = format!("/organizations/{}/team/{}", fake.org_id(), first.team.id);
     assert_eq!(
         writes,
         [
-            "DELETE /orgs/acme/teams/web/memberships/carol",
-            "PUT /orgs/acme/teams/web/memberships/bob",
-            "PUT /orgs/acme/teams/web/memberships/dave",
+            format!("DELETE {team}/memberships/carol"),
+            format!("PUT {team}/memberships/bob"),
+            format!("PUT {team}/memberships/dave"),
         ]
     );
     assert_eq!(
@@ -248,6 +178,39 @@ async fn plan_only_mode_sends_nothing() {
     assert!(fake.teams().is_empty());
 }
 
+/// `mode = "plan"` with a token: GitHub is read, so the plan is what a live sync would send
+/// (removals included), and nothing is sent.
+#[tokio::test]
+async fn plan_mode_reads_github_and_sends_nothing() {
+    let fake = fake().await;
+    let linked = fake.create_team("Infra");
+    fake.put_member("infra", "alice", "maintainer", false);
+    fake.put_member("infra", "carol", "member", false);
+    fake.put_member("infra", "frank", "member", false);
+    let config = GitHubConfig { mode: GitHubMode::Plan, ..config(&fake, FAST) };
+    let github = adapter(&config);
+    assert!(github.is_plan_only());
+    let known = Some(TeamRef { id: Some(linked), slug: "infra".into() });
+    let synced =
+        sync(&github, &config, &team("Infra", known), &["alice"], &["bob", "carol"]).await.unwrap();
+    assert_eq!((synced.team.id, synced.team.created), (linked, false));
+    assert_eq!(synced.team.changed, [TeamField::Description], "read, compared, not sent");
+    assert_eq!(synced.plan.remove, ["frank"], "{:?}", synced.plan);
+    assert_eq!(synced.plan.add.len(), 1, "{:?}", synced.plan);
+    assert!(fake.requests().iter().any(|r| r.path.ends_with("/members")), "GitHub was read");
+    assert!(fake.mutations().is_empty(), "{:#?}", fake.mutations());
+    assert_eq!(
+        github.set_membership(&synced.team.team_ref(), "bob", Role::Member).await,
+        Ok(MembershipState::Active)
+    );
+    assert!(github.remove_membership(&synced.team.team_ref(), "frank").await.unwrap());
+    assert!(fake.mutations().is_empty(), "{:#?}", fake.mutations());
+
+    let without_credentials = GitHubConfig { token: None, ..config };
+    let err = OctocrabGitHub::new(&without_credentials).err().expect("refused");
+    assert_eq!(err.key, "mode", "{err}");
+}
+
 #[tokio::test]
 async fn server_errors_are_retryable_without_a_delay() {
     let fake = fake().await;
@@ -272,10 +235,11 @@ async fn too_many_requests_is_retried_after_retry_after_and_nothing_is_sent_mean
     assert!(err.is_retryable());
     assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{err}");
     let run: RunError = err.into();
-    assert_eq!(run.kind, workflows::ErrorKind::Retryable { after: Some(Duration::from_secs(7)) });
+    assert_eq!(run.kind, workflows::ErrorKind::Throttled { after: Duration::from_secs(7) });
 
     let sent = fake.requests().len();
-    let err = github.team_members(&TeamRef::slug("busy")).await.unwrap_err();
+    let err =
+        github.team_members(&TeamRef { id: Some(999), slug: "busy".into() }).await.unwrap_err();
     let after = err.retry_after().expect("still limited");
     assert!(after <= Duration::from_secs(7) && after >= Duration::from_secs(6), "{after:?}");
     assert_eq!(fake.requests().len(), sent, "nothing sent while rate limited");
@@ -351,7 +315,10 @@ async fn every_page_of_a_large_team_is_read() {
     }
     let members: Vec<&str> = logins[1..].iter().map(String::as_str).collect();
 
-    let observed = github.team_members(&TeamRef::slug("everyone")).await.unwrap();
+    let observed = github
+        .team_members(&TeamRef { id: fake.team("everyone").map(|t| t.id), slug: "everyone".into() })
+        .await
+        .unwrap();
     assert_eq!(observed.len(), 251);
     let synced =
         sync(&github, &config, &team("Everyone", None), &[&logins[0]], &members).await.unwrap();
@@ -390,12 +357,27 @@ async fn a_rename_updates_the_same_team() {
 }
 
 #[tokio::test]
-async fn an_existing_team_is_adopted_not_duplicated() {
+async fn an_existing_team_is_adopted_only_when_asked_never_duplicated() {
     let fake = fake().await;
     let github = adapter(&config(&fake, FAST));
     let id = fake.create_team("Security");
-    let ensured = github.ensure_team(&team("Security", None)).await.unwrap();
-    assert_eq!((ensured.id, ensured.created), (id, false));
+    fake.put_member("security", "alice", "maintainer", false);
+    // Made by hand before the run started: left alone, not renamed, privacy untouched.
+    let started = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let desired = DesiredTeam { adopt: Adoption::CreatedSince(started), ..team("Security", None) };
+    let err = github.ensure_team(&DesiredTeam { adopt: Adoption::Never, ..desired.clone() }).await;
+    assert_eq!(err, Err(GitHubError::Unmanaged { id, slug: "security".into() }));
+    let err = github.ensure_team(&desired).await.unwrap_err();
+    assert!(matches!(err, GitHubError::Unmanaged { .. }), "created before the run: {err}");
+    assert!(fake.mutations().is_empty(), "{:?}", fake.mutations());
+
+    let planned = github.plan_team(&desired).await.unwrap();
+    assert_eq!((planned.id, planned.adopted, planned.created), (id, true, false));
+    assert!(fake.mutations().is_empty(), "a plan sends nothing");
+
+    let adopted =
+        github.ensure_team(&DesiredTeam { adopt: Adoption::Allowed, ..desired }).await.unwrap();
+    assert_eq!((adopted.id, adopted.created, adopted.adopted), (id, false, true));
     assert!(fake.mutations().iter().all(|r| r.method != "POST"));
 }
 
@@ -480,7 +462,10 @@ async fn an_installation_token_is_renewed_well_before_it_expires() {
     let github = adapter(&app_config(&fake, app_key(dir.path())));
     github.ensure_team(&team("Apps", None)).await.unwrap();
     let after_first = tokens_minted(&fake);
-    github.team_members(&TeamRef::slug("apps")).await.unwrap();
+    github
+        .team_members(&TeamRef { id: fake.team("apps").map(|t| t.id), slug: "apps".into() })
+        .await
+        .unwrap();
     assert!(tokens_minted(&fake) > after_first, "renewed with less than 5 minutes left");
 }
 
@@ -536,4 +521,139 @@ async fn a_nested_team_gets_and_loses_its_parent() {
     let orphan = DesiredTeam { parent: Some("nope".into()), ..nested };
     let err = github.ensure_team(&orphan).await.unwrap_err();
     assert!(matches!(err, GitHubError::NotFound { .. }) && !err.is_retryable(), "{err}");
+}
+
+/// The organization's request budget (`points-per-minute`: reads are paced too, a long wait is a
+/// rate limit, engine replicas share one budget through NATS) and the ETag cache's size
+/// (`cache-entries`).
+mod request_budget {
+    use std::sync::Arc;
+
+    use connectors::github::{MAX_BUDGET_SLEEP, OctocrabGitHub, Pacing, RequestBudget};
+    use e2e::fake_github::LoggedRequest;
+    use e2e::github_kit::ORG;
+    use e2e::harness::World;
+    use engine::bus::Names;
+    use engine::github_budget::{self, JetStreamBudget};
+
+    use super::*;
+
+    /// GitHub's points for what the fake received: GET 1, a write 5.
+    fn points(requests: &[LoggedRequest]) -> u32 {
+        requests.iter().map(|r| if r.mutating { 5 } else { 1 }).sum()
+    }
+
+    fn team_ref(fake: &FakeGitHub, name: &str) -> TeamRef {
+        let id = fake.create_team(name);
+        TeamRef { id: Some(id), slug: workflows::github::slug_for(name) }
+    }
+
+    /// Reads the team's members until the budget refuses; the refusal.
+    async fn read_until_refused(github: &OctocrabGitHub, team: &TeamRef) -> GitHubError {
+        for _ in 0..20 {
+            if let Err(err) = github.team_members(team).await {
+                return err;
+            }
+        }
+        panic!("the budget never ran out");
+    }
+
+    fn assert_budget_limit(err: &GitHubError) {
+        match err {
+            GitHubError::RateLimited { limit: RateLimitKind::Budget, after, .. } => {
+                assert!(*after > MAX_BUDGET_SLEEP, "a long wait is not slept: {after:?}")
+            }
+            other => panic!("expected the request budget's limit, got {other}"),
+        }
+        let run: RunError = err.clone().into();
+        assert!(matches!(run.kind, workflows::ErrorKind::Throttled { .. }), "{run:?}");
+    }
+
+    #[tokio::test]
+    async fn reads_are_paced_not_only_writes() {
+        let fake = fake().await;
+        let team = team_ref(&fake, "Payments");
+        let github = adapter(&GitHubConfig { points_per_minute: 120, ..config(&fake, FAST) });
+        for _ in 0..4 {
+            github.team_members(&team).await.unwrap();
+        }
+        let requests = fake.requests();
+        assert!(requests.iter().all(|r| !r.mutating), "{requests:#?}");
+        // 12 points at once, then one every 60 s / 108: the last read waited its turn.
+        let pacing = Pacing::per_minute(120);
+        let n = u32::try_from(requests.len()).unwrap();
+        assert!(n > pacing.burst + 2, "{n} reads");
+        let span = requests.last().unwrap().instant - requests[0].instant;
+        let at_least = pacing.interval * (n - pacing.burst - 1);
+        assert!(span >= at_least, "{n} reads in {span:?}, expected at least {at_least:?}");
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_is_a_rate_limit_and_nothing_more_is_sent() {
+        let fake = fake().await;
+        let team = team_ref(&fake, "Payments");
+        // Five points at once, then one every 12 s.
+        let github = adapter(&GitHubConfig { points_per_minute: 10, ..config(&fake, FAST) });
+        let err = read_until_refused(&github, &team).await;
+        assert_budget_limit(&err);
+        let sent = fake.requests();
+        assert_eq!(points(&sent), 5, "{sent:#?}");
+        let again = github.team_members(&team).await.unwrap_err();
+        assert_budget_limit(&again);
+        assert_eq!(fake.requests().len(), sent.len(), "nothing sent while the budget is spent");
+    }
+
+    #[tokio::test]
+    async fn a_write_costs_five_points() {
+        let fake = fake().await;
+        let github = adapter(&GitHubConfig { points_per_minute: 10, ..config(&fake, FAST) });
+        // The lookup reads take some of the five points; the create would need all five.
+        let err = github.ensure_team(&team("Payments", None)).await.unwrap_err();
+        assert_budget_limit(&err);
+        let sent = fake.requests();
+        assert!(fake.mutations().is_empty(), "the create was not sent: {sent:#?}");
+        assert!(points(&sent) < 5, "refused for the write's weight, not spent by reads");
+    }
+
+    #[tokio::test]
+    async fn engine_replicas_share_one_budget_through_nats() {
+        let mut world = World::start().await.unwrap();
+        let js = world.jetstream().await.unwrap();
+        let bucket = github_budget::bucket(&js, &Names::new("muster"), 1).await.unwrap();
+        let fake = fake().await;
+        let team = team_ref(&fake, "Payments");
+        // Five points at once, then one an hour: nothing comes back during the test.
+        let pacing = Pacing { burst: 5, interval: Duration::from_secs(3600) };
+        let replica = || {
+            let budget = JetStreamBudget::new(ORG, pacing);
+            budget.bind(bucket.clone());
+            let budget: Arc<dyn RequestBudget> = Arc::new(budget);
+            OctocrabGitHub::with_budget(&config(&fake, FAST), budget).unwrap()
+        };
+        let (first, second) = (replica(), replica());
+        assert_budget_limit(&read_until_refused(&first, &team).await);
+        let sent = fake.requests();
+        assert_eq!(points(&sent), 5, "{sent:#?}");
+        // The second replica has sent nothing yet, and the budget is spent for it too.
+        assert_budget_limit(&second.team_members(&team).await.unwrap_err());
+        assert_eq!(fake.requests().len(), sent.len());
+    }
+
+    #[tokio::test]
+    async fn cache_entries_zero_sends_every_read_unconditionally() {
+        let fake = fake().await;
+        let team = team_ref(&fake, "Payments");
+        let uncached = adapter(&GitHubConfig { cache_entries: 0, ..config(&fake, FAST) });
+        uncached.team_members(&team).await.unwrap();
+        uncached.team_members(&team).await.unwrap();
+        assert!(fake.requests().iter().all(|r| !r.conditional), "{:#?}", fake.requests());
+
+        fake.clear_log();
+        let cached = adapter(&config(&fake, FAST));
+        cached.team_members(&team).await.unwrap();
+        let first = fake.requests().len();
+        cached.team_members(&team).await.unwrap();
+        let again = &fake.requests()[first..];
+        assert!(!again.is_empty() && again.iter().all(|r| r.conditional), "{again:#?}");
+    }
 }

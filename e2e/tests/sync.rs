@@ -194,12 +194,15 @@ async fn a_team_created_through_the_api_converges_on_github_and_in_namespace_rec
     .await?;
     let mutations: Vec<(String, String)> =
         fake.mutations().into_iter().map(|r| (r.method, r.path)).collect();
+    let team =
+        format!("/organizations/{}/team/{}", fake.org_id(), fake.team("payments").unwrap().id);
     assert_eq!(
         mutations,
         [
-            ("PUT".to_owned(), "/orgs/acme/teams/payments/memberships/dave".to_owned()),
-            ("DELETE".to_owned(), "/orgs/acme/teams/payments/memberships/bob".to_owned()),
-        ]
+            ("PUT".to_owned(), format!("{team}/memberships/dave")),
+            ("DELETE".to_owned(), format!("{team}/memberships/bob")),
+        ],
+        "addressed by id"
     );
 
     // No change: no mutating request, and the reads are answered 304 from the second run on.
@@ -567,5 +570,106 @@ async fn a_secret_team_is_secret_on_github() -> anyhow::Result<()> {
         problem["errors"][0]["message"].as_str().unwrap_or_default().contains("use closed"),
         "{problem}"
     );
+    engine.stop().await
+}
+
+/// The team as `GET /v1/teams/payments` shows it, once its status lists a problem of `kind`.
+async fn wait_problem(http: &Client, api: &str, kind: &str) -> anyhow::Result<Value> {
+    wait_for(&format!("a {kind} problem on the team"), WAIT, || async {
+        let team: Value =
+            http.get(format!("{api}/v1/teams/payments")).send().await.ok()?.json().await.ok()?;
+        let problems = team["status"]["problems"].as_array()?;
+        problems.iter().any(|p| p["kind"] == kind).then_some(team)
+    })
+    .await
+}
+
+/// A login GitHub does not know (renamed) does not fail the sync: everyone else is synced, the
+/// namespaces are recorded, and the team's status names the login.
+#[tokio::test]
+async fn a_renamed_login_is_reported_on_the_team_and_everyone_else_is_synced() -> anyhow::Result<()>
+{
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "bob", "carol"]);
+    fake.rename_user("bob", "robert");
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice", "bob"], &["carol"])).await?;
+
+    wait_members(
+        &fake,
+        "payments",
+        &[("alice", "member"), ("carol", "maintainer"), ("muster-bot", "maintainer")],
+    )
+    .await?;
+    let team = wait_problem(&http, &api, "login_refused").await?;
+    let problem = &team["status"]["problems"][0];
+    assert_eq!(problem["login"], "bob", "{team}");
+    assert!(problem["message"].as_str().unwrap_or("").contains("renamed"), "{team}");
+    settle(&mut world, "sync_team").await?;
+    assert!(sync_runs(&world, RunStatus::Failed).await?.is_empty(), "no run failed");
+    let namespaces: Value =
+        http.get(format!("{api}/v1/teams/payments/namespaces")).send().await?.json().await?;
+    assert_eq!(namespaces["items"][0]["name"], "payments-dev", "{namespaces}");
+    engine.stop().await
+}
+
+/// A GitHub team that already has the team's slug is not taken over by an ordinary sync: it is
+/// reported on the team, and adopted only when an admin asks.
+#[tokio::test]
+async fn an_existing_github_team_is_adopted_only_when_an_admin_asks() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol", "zed"]);
+    let existing = fake.create_team("Payments");
+    fake.set_created_at("payments", chrono::Utc::now() - chrono::Duration::days(30));
+    fake.put_member("payments", "zed", "maintainer", false);
+    let mut world = world_with_github(&fake, "").await?;
+    let mut engine = world.start_engine().await?;
+    world.set("MUSTER_API_URL", &engine.api);
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/environments"), json!({"name": "dev"})).await?;
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice"], &["carol"])).await?;
+
+    let team = wait_problem(&http, &api, "unmanaged_github_team").await?;
+    assert!(team["status"]["github"].is_null(), "not linked: {team}");
+    settle(&mut world, "sync_team").await?;
+    assert!(fake.mutations().is_empty(), "nothing sent: {:?}", fake.mutations());
+    assert_eq!(fake.team("payments").unwrap().members.len(), 1);
+
+    world.cli(&["teams", "sync", "payments", "--adopt", "--allow-mass-removal"]).await?;
+    wait_members(&fake, "payments", &[("alice", "member"), ("carol", "maintainer")]).await?;
+    assert_eq!(fake.team("payments").unwrap().id, existing, "the same team, adopted");
+    assert_eq!(fake.teams().len(), 1);
+    engine.stop().await
+}
+
+/// GitHub deletes a team's child teams with it: a team that other teams name as their parent
+/// cannot be deleted until they are deleted or moved.
+#[tokio::test]
+async fn a_parent_team_is_not_deleted_while_it_has_child_teams() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "carol"]);
+    let mut world = world_with_github(&fake, "allow-team-deletion = true\n").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice"], &["carol"])).await?;
+    let child = json!({"slug": "payments-cards", "name": "Payments Cards",
+                       "maintainers": ["carol"], "members": [], "parent": "payments"});
+    post(&http, format!("{api}/v1/teams"), child).await?;
+
+    let response = http.delete(format!("{api}/v1/teams/payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem: Value = response.json().await?;
+    assert!(problem["detail"].as_str().unwrap_or("").contains("payments-cards"), "{problem}");
+
+    let response = http.delete(format!("{api}/v1/teams/payments-cards")).send().await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await?);
+    let response = http.delete(format!("{api}/v1/teams/payments")).send().await?;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await?);
     engine.stop().await
 }

@@ -6,30 +6,33 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use workflows::Workflow;
 
-use connectors::github::OctocrabGitHub;
+use connectors::github::{Credentials, GitHubConfig, GitHubMode, OctocrabGitHub, Pacing};
 use workflows::cluster::RecordClusterReport;
-use workflows::github::GitHub;
 use workflows::publisher::Publisher;
 use workflows::resync::{Resync, SyncEnvironment};
+use workflows::sync_team::preview::summary_line;
 use workflows::sync_team::{SyncTeam, SyncTeamSettings};
 
 use crate::api::{self, AppState};
 use crate::auth::{AuthMode, Authenticator};
 use crate::config::{Config, StoreKind};
+use crate::github_budget::{self, JetStreamBudget};
+use crate::journal::{Journal, RunStatus};
 use crate::metrics::Metrics;
 use crate::policy::Authorizer;
 use crate::publisher::JetStreamPublisher;
 use crate::relay::Relay;
-use crate::runtime::{Engine, EngineError};
+use crate::runtime::{Engine, EngineError, RunFinished};
 use crate::store::{self, Store, StoreError};
 
-/// The platform workflows over the real adapters: `sync_team` (records, GitHub, JetStream),
-/// `resync`, `sync_environment` and `record_cluster_report` (records, JetStream).
+/// The platform workflows over the real adapters: `sync_team` (records, GitHub with the
+/// replicas' shared request `budget`, JetStream), `resync`, `sync_environment` and
+/// `record_cluster_report` (records, JetStream).
 ///
 /// # Errors
 /// The GitHub configuration cannot build a client.
@@ -37,14 +40,11 @@ pub fn domain_workflows(
     config: &Config,
     store: &Store,
     publisher: &JetStreamPublisher,
-) -> Result<Vec<Arc<dyn Workflow>>, DaemonError> {
-    let github =
-        OctocrabGitHub::new(&config.github).map_err(|e| DaemonError::GitHub(e.to_string()))?;
-    if github.is_plan_only() {
-        info!(
-            "GitHub: no credentials configured, plan-only mode (plans are recorded, nothing is sent)"
-        );
-    }
+    budget: &Arc<JetStreamBudget>,
+) -> Result<DomainWorkflows, DaemonError> {
+    let github = OctocrabGitHub::with_budget(&config.github, budget.clone())
+        .map_err(|e| DaemonError::GitHub(e.to_string()))?;
+    log_github(&config.github);
     let settings = SyncTeamSettings {
         max_removal_fraction: config.github.max_removal_fraction,
         max_removals_absolute: config.github.max_removals_absolute,
@@ -53,15 +53,55 @@ pub fn domain_workflows(
         group_prefix: config.sync.group_prefix.clone(),
         member_role: config.sync.member_role.clone(),
         maintainer_role: config.sync.maintainer_role.clone(),
+        invite_non_members: config.github.invite_non_members,
     };
     let records = store.records();
     let publisher: Arc<dyn Publisher> = Arc::new(publisher.clone());
-    Ok(vec![
-        Arc::new(SyncTeam::new(records.clone(), Arc::new(github), publisher.clone(), settings)),
-        Arc::new(Resync::new(records.clone(), publisher.clone())),
-        Arc::new(SyncEnvironment::new(records.clone(), publisher.clone())),
-        Arc::new(RecordClusterReport::new(records, publisher)),
-    ])
+    let sync_team =
+        Arc::new(SyncTeam::new(records.clone(), Arc::new(github), publisher.clone(), settings));
+    Ok(DomainWorkflows {
+        workflows: vec![
+            sync_team.clone(),
+            Arc::new(Resync::new(records.clone(), publisher.clone())),
+            Arc::new(SyncEnvironment::new(records.clone(), publisher.clone())),
+            Arc::new(RecordClusterReport::new(records, publisher)),
+        ],
+        sync_team,
+    })
+}
+
+/// The platform workflows, and `sync_team` itself for the API's previews of its next run.
+pub struct DomainWorkflows {
+    pub workflows: Vec<Arc<dyn Workflow>>,
+    pub sync_team: Arc<SyncTeam>,
+}
+
+/// Says at start how Muster reaches GitHub: with credentials, one line with the organization,
+/// the API URL, the authentication (a token, or an App and its installation) and the mode
+/// (`live` sends changes, `plan` reads and sends nothing); without, that it plans from nothing.
+fn log_github(github: &GitHubConfig) {
+    let mode = if github.mode == GitHubMode::Plan { "plan" } else { "live" };
+    match github.credentials() {
+        Credentials::None => info!(
+            "GitHub: no credentials configured, plan-only mode (plans are recorded, nothing is sent)"
+        ),
+        Credentials::Token(_) => info!(
+            org = %github.org,
+            api_url = %github.api_url,
+            auth = "token",
+            mode,
+            "GitHub: managing the organization with a token"
+        ),
+        Credentials::App { app_id, installation_id, .. } => info!(
+            org = %github.org,
+            api_url = %github.api_url,
+            auth = "app",
+            app_id,
+            installation_id,
+            mode,
+            "GitHub: managing the organization as a GitHub App"
+        ),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +145,8 @@ pub struct Daemon {
     authorizer: Arc<dyn Authorizer>,
     /// HTTPS, when `http.tls-cert-file` is set.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// `sync_team`, for the API's previews.
+    sync_team: Arc<SyncTeam>,
 }
 
 impl Daemon {
@@ -158,10 +200,22 @@ impl Daemon {
         let db = crate::runtime::open_db(&config)?;
         let store = store::open(&config, &db).await?;
         let publisher = JetStreamPublisher::new();
+        let budget = Arc::new(JetStreamBudget::new(
+            &config.github.org,
+            Pacing::per_minute(config.github.points_per_minute),
+        ));
         let mut workflows = workflows;
-        workflows.extend(domain_workflows(&config, &store, &publisher)?);
+        let domain = domain_workflows(&config, &store, &publisher, &budget)?;
+        workflows.extend(domain.workflows);
         let engine = Engine::start_with_db(config.clone(), workflows, db).await?;
         publisher.bind(engine.jetstream().clone(), engine.names().clone());
+        if config.github.credentials() != Credentials::None {
+            let (js, names) = (engine.jetstream(), engine.names());
+            let bucket = github_budget::bucket(js, names, config.streams.replicas)
+                .await
+                .map_err(EngineError::from)?;
+            budget.bind(bucket);
+        }
         Ok(Self {
             engine,
             store,
@@ -171,6 +225,7 @@ impl Daemon {
             authenticator,
             authorizer,
             tls,
+            sync_team: domain.sync_team,
         })
     }
 
@@ -222,6 +277,8 @@ impl Daemon {
             authenticator: self.authenticator.clone(),
             authorizer: self.authorizer.clone(),
             min_maintainers: config.github.min_maintainers,
+            sync_team: self.sync_team.clone(),
+            plans: tokio::sync::Semaphore::new(api::plan::MAX_CONCURRENT_PLANS),
         });
         let relay = Relay::new(
             records,
@@ -235,6 +292,11 @@ impl Daemon {
         let counter = tokio::spawn(
             self.metrics.clone().count_runs(self.engine.subscribe_finished(), shutdown.clone()),
         );
+        let summaries = tokio::spawn(log_sync_summaries(
+            self.engine.journal(),
+            self.engine.subscribe_finished(),
+            shutdown.clone(),
+        ));
         let addr = self.http_addr();
         let app = api::router(state, &config.http);
         let http_shutdown = shutdown.clone();
@@ -269,6 +331,40 @@ impl Daemon {
         }
         let _ = relay.await;
         counter.abort();
+        summaries.abort();
         outcome.map_err(Into::into)
+    }
+}
+
+/// Logs one `info` line per succeeded `sync_team` run saying what it changed
+/// ([`summary_line`]), read from the run's journaled output.
+async fn log_sync_summaries(
+    journal: Arc<dyn Journal>,
+    mut finished: broadcast::Receiver<RunFinished>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let run = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            run = finished.recv() => run,
+        };
+        let run = match run {
+            Ok(run) if run.workflow == "sync_team" && run.status == RunStatus::Succeeded => run,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "sync summaries missed run notifications");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        match journal.run(&run.run_id).await {
+            Ok(Some(record)) => {
+                if let Some(output) = &record.output {
+                    info!(run_id = %run.run_id, team = %record.key, "{}", summary_line(output));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(run_id = %run.run_id, error = %e, "cannot read a finished sync"),
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document, health and metrics;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`daemon`]: runtime, store, relay and API in one process (`engine run`, `engine dev`);
+//! - [`github_budget`]: the GitHub request budget shared by the replicas (a key-value bucket);
 //! - [`agent`]: `engine agent`, the cluster agent: full reconciles from the API, a JetStream
 //!   consumer for fast reaction, reports, its own health and metrics;
 //! - [`fault`]: fault points for crash tests (a test hook);
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fault;
+pub mod github_budget;
 pub mod journal;
 pub mod metrics;
 pub mod natsd;

@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Event};
 
 use crate::github::{
-    DesiredTeam, GitHub, GitHubError, GitHubTeam, Member, MembershipState, Privacy, Role,
+    Adoption, DesiredTeam, GitHub, GitHubError, GitHubTeam, Member, MembershipState, Privacy, Role,
     TeamField, TeamRef, slug_for,
 };
 use crate::publisher::{Published, Publisher};
@@ -407,11 +407,15 @@ pub struct MemoryTeam {
     pub privacy: Privacy,
     pub parent: Option<String>,
     pub members: Vec<Member>,
+    /// When the team was created: teams inserted by hand are a day old, so only a team the
+    /// port created during a run counts as the run's own ([`Adoption::CreatedSince`]).
+    pub created_at: DateTime<Utc>,
 }
 
 /// A stateful GitHub organization in memory, behaving as the port documents: teams found by
-/// id, then slug, then the slug derived from the name; idempotent membership calls; logins
-/// listed with [`MemoryGitHub::outside_org`] become pending invitations.
+/// known id, then by the slug derived from the name, taken over only as [`Adoption`] allows;
+/// idempotent membership calls; logins listed with [`MemoryGitHub::outside_org`] become pending
+/// invitations, those listed with [`MemoryGitHub::expire_invitations`] are reported expired.
 ///
 /// Every mutating call is logged ([`MemoryGitHub::writes`]), so tests can assert that a sync
 /// with nothing to do sends nothing.
@@ -429,14 +433,47 @@ struct GitHubState {
     next_id: u64,
     writes: Vec<String>,
     outside_org: BTreeSet<String>,
+    expired: Vec<String>,
+    /// Lower-cased logins GitHub has no user for.
+    unknown: BTreeSet<String>,
+    /// The next create is applied and its answer lost.
+    lose_next_answer: bool,
     failures: VecDeque<GitHubError>,
 }
 
+/// The fields of `existing` that differ from `desired`.
+fn differences(existing: &MemoryTeam, desired: &DesiredTeam) -> Vec<TeamField> {
+    let mut changed = Vec::new();
+    if existing.name != desired.name {
+        changed.push(TeamField::Name);
+    }
+    if existing.description != desired.description {
+        changed.push(TeamField::Description);
+    }
+    if existing.privacy != desired.privacy {
+        changed.push(TeamField::Privacy);
+    }
+    if existing.parent != desired.parent {
+        changed.push(TeamField::Parent);
+    }
+    changed
+}
+
 impl GitHubState {
+    /// The team of `desired`: by known id, else by the slug of its name (`true`: unlinked).
+    fn locate(&self, desired: &DesiredTeam) -> Option<(u64, bool)> {
+        let known =
+            desired.known.as_ref().and_then(|k| k.id).filter(|id| self.teams.contains_key(id));
+        if let Some(id) = known {
+            return Some((id, false));
+        }
+        let slug = slug_for(&desired.name);
+        self.teams.values().find(|t| t.slug == slug).map(|t| (t.id, true))
+    }
+
+    /// A linked team, by id only: never by a slug another team may have taken.
     fn find(&self, team: &TeamRef) -> Option<u64> {
-        team.id
-            .filter(|id| self.teams.contains_key(id))
-            .or_else(|| self.teams.values().find(|t| t.slug == team.slug).map(|t| t.id))
+        team.id.filter(|id| self.teams.contains_key(id))
     }
 
     fn team_mut(&mut self, team: &TeamRef) -> Result<&mut MemoryTeam, GitHubError> {
@@ -474,6 +511,21 @@ impl MemoryGitHub {
         self
     }
 
+    /// GitHub has no user for these logins (deleted or renamed); replaces the earlier list.
+    pub fn unknown_logins(&self, logins: &[&str]) {
+        lock(&self.state).unknown = logins.iter().map(|l| l.to_ascii_lowercase()).collect();
+    }
+
+    /// The next team create is applied on "GitHub" but its answer is lost (a transport error).
+    pub fn lose_next_answer(&self) {
+        lock(&self.state).lose_next_answer = true;
+    }
+
+    /// These logins' invitations to the organization expired.
+    pub fn expire_invitations(&self, logins: &[&str]) {
+        lock(&self.state).expired.extend(logins.iter().map(|l| (*l).to_owned()));
+    }
+
     /// These logins are not organization members: adding them makes a pending invitation.
     pub fn outside_org(&self, logins: &[&str]) {
         lock(&self.state).outside_org.extend(logins.iter().map(|l| l.to_ascii_lowercase()));
@@ -497,6 +549,7 @@ impl MemoryGitHub {
             privacy: Privacy::Closed,
             parent: None,
             members,
+            created_at: Utc::now() - chrono::Duration::days(1),
         };
         s.teams.insert(id, team);
         id
@@ -540,18 +593,11 @@ impl GitHub for MemoryGitHub {
 
     async fn ensure_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
         if self.plan_only {
-            return Ok(GitHubTeam {
-                id: team.known.as_ref().and_then(|k| k.id).unwrap_or(0),
-                slug: team.known.as_ref().map_or_else(|| slug_for(&team.name), |k| k.slug.clone()),
-                created: team.known.is_none(),
-                changed: Vec::new(),
-            });
+            return self.plan_team(team).await;
         }
         let mut s = lock(&self.state);
         s.injected()?;
-        let derived = TeamRef::slug(slug_for(&team.name));
-        let found = team.known.as_ref().and_then(|k| s.find(k)).or_else(|| s.find(&derived));
-        let Some(id) = found else {
+        let Some((id, adopted)) = s.locate(team) else {
             s.next_id += 1;
             let id = s.next_id;
             let created = MemoryTeam {
@@ -563,36 +609,91 @@ impl GitHub for MemoryGitHub {
                 parent: team.parent.clone(),
                 // GitHub makes a PAT user who creates a team its maintainer.
                 members: self.acting.iter().map(|l| Member::active(l, Role::Maintainer)).collect(),
+                created_at: Utc::now(),
             };
             s.writes.push(format!("create team {}", created.slug));
             let slug = created.slug.clone();
             s.teams.insert(id, created);
-            return Ok(GitHubTeam { id, slug, created: true, changed: Vec::new() });
+            if std::mem::take(&mut s.lose_next_answer) {
+                return Err(GitHubError::Transport { message: "the answer was lost".into() });
+            }
+            return Ok(GitHubTeam { id, slug, created: true, adopted: false, changed: Vec::new() });
         };
         let existing = s.teams.get_mut(&id).expect("found above");
-        let mut changed = Vec::new();
-        if existing.name != team.name {
+        let may_adopt = match team.adopt {
+            Adoption::Never => false,
+            Adoption::Allowed => true,
+            Adoption::CreatedSince(since) => existing.created_at >= since,
+        };
+        if adopted && !may_adopt {
+            return Err(GitHubError::Unmanaged { id, slug: existing.slug.clone() });
+        }
+        let changed = differences(existing, team);
+        if changed.contains(&TeamField::Name) {
             existing.name = team.name.clone();
             existing.slug = slug_for(&team.name);
-            changed.push(TeamField::Name);
         }
-        if existing.description != team.description {
-            existing.description = team.description.clone();
-            changed.push(TeamField::Description);
-        }
-        if existing.privacy != team.privacy {
-            existing.privacy = team.privacy;
-            changed.push(TeamField::Privacy);
-        }
-        if existing.parent != team.parent {
-            existing.parent = team.parent.clone();
-            changed.push(TeamField::Parent);
-        }
+        existing.description = team.description.clone();
+        existing.privacy = team.privacy;
+        existing.parent = team.parent.clone();
         let slug = existing.slug.clone();
         if !changed.is_empty() {
             s.writes.push(format!("update team {slug}"));
         }
-        Ok(GitHubTeam { id, slug, created: false, changed })
+        Ok(GitHubTeam { id, slug, created: false, adopted, changed })
+    }
+
+    async fn plan_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
+        if self.plan_only {
+            return Ok(GitHubTeam {
+                id: team.known.as_ref().and_then(|k| k.id).unwrap_or(0),
+                slug: team.known.as_ref().map_or_else(|| slug_for(&team.name), |k| k.slug.clone()),
+                created: team.known.is_none(),
+                adopted: false,
+                changed: Vec::new(),
+            });
+        }
+        let mut s = lock(&self.state);
+        s.injected()?;
+        Ok(match s.locate(team) {
+            None => GitHubTeam {
+                id: 0,
+                slug: slug_for(&team.name),
+                created: true,
+                adopted: false,
+                changed: Vec::new(),
+            },
+            Some((id, adopted)) => {
+                let existing = &s.teams[&id];
+                let changed = differences(existing, team);
+                GitHubTeam { id, slug: existing.slug.clone(), created: false, adopted, changed }
+            }
+        })
+    }
+
+    async fn child_teams(&self, team: &TeamRef) -> Result<Vec<TeamRef>, GitHubError> {
+        let mut s = lock(&self.state);
+        s.injected()?;
+        let Some(parent) = s.find(team).map(|id| s.teams[&id].slug.clone()) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.teams
+            .values()
+            .filter(|t| t.parent.as_deref() == Some(parent.as_str()))
+            .map(|t| TeamRef { id: Some(t.id), slug: t.slug.clone() })
+            .collect())
+    }
+
+    async fn is_org_member(&self, login: &str) -> Result<bool, GitHubError> {
+        let mut s = lock(&self.state);
+        s.injected()?;
+        Ok(!s.outside_org.contains(&login.to_ascii_lowercase()))
+    }
+
+    async fn expired_invitations(&self) -> Result<Vec<String>, GitHubError> {
+        let mut s = lock(&self.state);
+        s.injected()?;
+        Ok(s.expired.clone())
     }
 
     fn team_deletion_allowed(&self) -> bool {
@@ -632,6 +733,12 @@ impl GitHub for MemoryGitHub {
         let mut s = lock(&self.state);
         s.injected()?;
         s.writes.push(format!("set {login} {}", role.as_str()));
+        if s.unknown.contains(&login.to_ascii_lowercase()) {
+            return Err(GitHubError::UnknownLogin {
+                login: login.to_owned(),
+                message: "Not Found".into(),
+            });
+        }
         let outside = s.outside_org.contains(&login.to_ascii_lowercase());
         let members = &mut s.team_mut(team)?.members;
         let state = match members.iter_mut().find(|m| m.login.eq_ignore_ascii_case(login)) {
@@ -642,7 +749,7 @@ impl GitHub for MemoryGitHub {
             None => {
                 let state =
                     if outside { MembershipState::Pending } else { MembershipState::Active };
-                members.push(Member { login: login.to_owned(), role, state });
+                members.push(Member { state, ..Member::active(login, role) });
                 state
             }
         };

@@ -173,9 +173,9 @@ impl Workflow for Resync {
                 RunError::permanent(format!("{SCHEDULE_FIRED} {} has bad data: {e}", event.id()))
             })?;
         let request = SyncRequest {
-            allow_mass_removal: false,
             schedule: Some(fired.schedule.clone()),
             tick: Some(fired.tick),
+            ..SyncRequest::default()
         };
         let done =
             fan_out(ctx, self.records.as_ref(), self.publisher.as_ref(), self.page_size, |slug| {

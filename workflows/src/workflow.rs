@@ -43,6 +43,10 @@ pub enum ErrorKind {
     Retryable { after: Option<Duration> },
     /// Do not try again: the run fails and its event goes to the dead-letter queue.
     Permanent,
+    /// Not a failure: a rate limit or request budget said "not before `after`". The runtime
+    /// waits at least `after` (plus jitter, so runs limited together do not wake together) and
+    /// does not count the attempt toward `max-attempts`.
+    Throttled { after: Duration },
 }
 
 /// A workflow error: a kind the runtime branches on, and a message for operators.
@@ -64,13 +68,20 @@ impl RunError {
         Self { kind: ErrorKind::Retryable { after: Some(after) }, message: message.into() }
     }
 
+    /// Not a failure: try again once `after` has passed (a rate limit), without using up one of
+    /// the run's attempts.
+    pub fn throttled(message: impl Into<String>, after: Duration) -> Self {
+        Self { kind: ErrorKind::Throttled { after }, message: message.into() }
+    }
+
     /// An error that no retry will fix.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::Permanent, message: message.into() }
     }
 
+    /// Whether the run is tried again: a retryable or a throttled error.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Retryable { .. })
+        matches!(self.kind, ErrorKind::Retryable { .. } | ErrorKind::Throttled { .. })
     }
 
     /// A short name for the kind, as stored in the journal and DLQ headers.
@@ -78,6 +89,7 @@ impl RunError {
         match self.kind {
             ErrorKind::Retryable { .. } => "retryable",
             ErrorKind::Permanent => "permanent",
+            ErrorKind::Throttled { .. } => "throttled",
         }
     }
 }
@@ -213,5 +225,23 @@ mod tests {
         let err = ctx.step("renamed", || async { Ok::<u32, RunError>(1) }).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent);
         assert!(err.message.contains("not deterministic"), "{}", err.message);
+    }
+
+    #[test]
+    fn kinds_have_stable_names() {
+        let after = Duration::from_secs(30);
+        let throttled = RunError::throttled("budget spent", after);
+        assert_eq!(throttled.kind, ErrorKind::Throttled { after });
+        assert!(throttled.is_retryable(), "a throttled run is tried again");
+        let names: Vec<_> = [
+            RunError::retryable("x"),
+            RunError::retry_after("x", after),
+            RunError::permanent("x"),
+            throttled,
+        ]
+        .iter()
+        .map(RunError::kind_name)
+        .collect();
+        assert_eq!(names, ["retryable", "retryable", "permanent", "throttled"]);
     }
 }

@@ -1,11 +1,13 @@
 //! [`OctocrabGitHub`]: the [`GitHub`] port over GitHub's REST API with octocrab.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use lru::LruCache;
 use octocrab::Octocrab;
 use octocrab::models::teams::{FullTeam, Team, TeamInvitation, TeamPrivacy};
 use octocrab::models::{AppId, Author, InstallationId};
@@ -14,19 +16,18 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use tracing::{debug, instrument, warn};
 use workflows::github::{
-    DesiredTeam, GitHub, GitHubError, GitHubTeam, Member, MembershipState, Privacy, Role,
+    Adoption, DesiredTeam, GitHub, GitHubError, GitHubTeam, Member, MembershipState, Privacy, Role,
     TeamField, TeamRef, slug_for,
 };
 
-use super::config::{Credentials, GitHubConfig, GitHubConfigError};
+use super::budget::{self, LocalBudget, Pacing, RequestBudget};
+use super::config::{Credentials, GitHubConfig, GitHubConfigError, GitHubMode};
 use super::limits::RateGate;
 
 /// Items per page of every list (GitHub's maximum).
 pub const PER_PAGE: u32 = 100;
 /// A list longer than this many pages is refused rather than read forever.
 pub const MAX_PAGES: usize = 200;
-/// Cached conditional-GET answers kept before the cache starts over.
-pub const MAX_CACHED_RESPONSES: usize = 10_000;
 /// An installation token is renewed when it has less than this left (it lives one hour).
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -34,10 +35,15 @@ pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 ///
 /// # Guarantees
 /// - At most one mutating request at a time, each at least `write-interval` after the previous
-///   one's answer; reads are not delayed.
-/// - Every GET is conditional once its ETag is known, so an unchanged resource costs no
-///   primary quota (GitHub answers 304 and the cached body is used).
-/// - Rate limits are never slept through: the call fails at once with
+///   one's answer.
+/// - Every request, read or write, first takes GitHub's points for it (1 or 5) from the
+///   organization's request budget (`points-per-minute`, shared by the engine replicas when the
+///   engine passes a shared budget): a wait of up to [`budget::MAX_BUDGET_SLEEP`] is slept, a
+///   longer one fails at once with [`GitHubError::RateLimited`] and nothing is sent.
+/// - Every GET is conditional once its ETag is known (the last `cache-entries` answers, least
+///   recently used dropped first), so an unchanged resource costs no primary quota (GitHub
+///   answers 304 and the cached body is used).
+/// - GitHub's rate limits are never slept through: the call fails at once with
 ///   [`GitHubError::RateLimited`] and its `after`, and nothing is sent until then.
 /// - Every list is read to its last page (`per_page=100`, Link headers).
 pub struct OctocrabGitHub {
@@ -56,10 +62,17 @@ struct Live {
     app: Option<Octocrab>,
     installation: bool,
     org: String,
+    /// `github.mode = "plan"`: reads go to GitHub, nothing is sent.
+    dry: bool,
+    /// The organization's numeric id, for `/organizations/{org_id}/team/{team_id}` paths.
+    org_id: OnceCell<u64>,
     write_interval: Duration,
     request_timeout: Duration,
     gate: RateGate,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// The organization's request budget, taken from before every request.
+    budget: Arc<dyn RequestBudget>,
+    /// Conditional-GET answers by path; `None` when `cache-entries` is 0.
+    cache: Option<Mutex<LruCache<String, Cached>>>,
     /// When the last mutating request was answered; the lock serialises writes.
     last_write: tokio::sync::Mutex<Option<Instant>>,
     acting: OnceCell<String>,
@@ -86,13 +99,26 @@ struct Failure {
 }
 
 impl OctocrabGitHub {
-    /// Builds the adapter from a validated configuration. Without credentials it is plan-only
-    /// and never connects.
+    /// Builds the adapter from a validated configuration, with a request budget of this process
+    /// (`points-per-minute`). Without credentials it is plan-only and never connects.
     ///
     /// # Errors
     /// An invalid configuration, an unreadable or invalid App private key, or an API URL
     /// octocrab rejects.
     pub fn new(config: &GitHubConfig) -> Result<Self, GitHubConfigError> {
+        let budget = LocalBudget::new(Pacing::per_minute(config.points_per_minute));
+        Self::with_budget(config, Arc::new(budget))
+    }
+
+    /// As [`OctocrabGitHub::new`], taking every request's points from `budget`: one shared by
+    /// the engine replicas, since GitHub's limits hold per organization, not per process.
+    ///
+    /// # Errors
+    /// As [`OctocrabGitHub::new`].
+    pub fn with_budget(
+        config: &GitHubConfig,
+        budget: Arc<dyn RequestBudget>,
+    ) -> Result<Self, GitHubConfigError> {
         config.validate()?;
         let invalid = |key, message: String| GitHubConfigError { key, message };
         let builder = || {
@@ -142,10 +168,14 @@ impl OctocrabGitHub {
                 app,
                 installation,
                 org: config.org.clone(),
+                dry: config.mode == GitHubMode::Plan,
+                org_id: OnceCell::new(),
                 write_interval: config.write_interval,
                 request_timeout: config.request_timeout,
                 gate: RateGate::default(),
-                cache: Mutex::new(HashMap::new()),
+                budget,
+                cache: NonZeroUsize::new(config.cache_entries)
+                    .map(|n| Mutex::new(LruCache::new(n))),
                 last_write: tokio::sync::Mutex::new(None),
                 acting: OnceCell::new(),
             })),
@@ -165,7 +195,10 @@ impl OctocrabGitHub {
 #[async_trait]
 impl GitHub for OctocrabGitHub {
     fn is_plan_only(&self) -> bool {
-        matches!(self.mode, Mode::PlanOnly)
+        match &self.mode {
+            Mode::PlanOnly => true,
+            Mode::Live(live) => live.dry,
+        }
     }
 
     fn team_deletion_allowed(&self) -> bool {
@@ -182,13 +215,65 @@ impl GitHub for OctocrabGitHub {
     #[instrument(skip_all, fields(team = %team.name))]
     async fn ensure_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
         match &self.mode {
+            Mode::Live(live) if !live.dry => live.ensure_team(team).await,
+            _ => self.plan_team(team).await,
+        }
+    }
+
+    #[instrument(skip_all, fields(team = %team.name))]
+    async fn plan_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
+        match &self.mode {
             Mode::PlanOnly => Ok(GitHubTeam {
                 id: team.known.as_ref().and_then(|k| k.id).unwrap_or(0),
                 slug: team.known.as_ref().map_or_else(|| slug_for(&team.name), |k| k.slug.clone()),
                 created: team.known.is_none(),
+                adopted: false,
                 changed: Vec::new(),
             }),
-            Mode::Live(live) => live.ensure_team(team).await,
+            Mode::Live(live) => {
+                let parent_id = live.parent_id(team).await?;
+                Ok(match live.find_team(team).await? {
+                    None => GitHubTeam {
+                        id: 0,
+                        slug: slug_for(&team.name),
+                        created: true,
+                        adopted: false,
+                        changed: Vec::new(),
+                    },
+                    Some((found, adopted)) => {
+                        let (_, changed) = differences(&found, team, parent_id);
+                        GitHubTeam {
+                            id: found.id.0,
+                            slug: found.slug,
+                            created: false,
+                            adopted,
+                            changed,
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    async fn child_teams(&self, team: &TeamRef) -> Result<Vec<TeamRef>, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(Vec::new()),
+            Mode::Live(live) => live.child_teams(team).await,
+        }
+    }
+
+    async fn is_org_member(&self, login: &str) -> Result<bool, GitHubError> {
+        match &self.mode {
+            // Nothing is known without credentials: assume the invitation would be needed.
+            Mode::PlanOnly => Ok(false),
+            Mode::Live(live) => live.is_org_member(login).await,
+        }
+    }
+
+    async fn expired_invitations(&self) -> Result<Vec<String>, GitHubError> {
+        match &self.mode {
+            Mode::PlanOnly => Ok(Vec::new()),
+            Mode::Live(live) => live.expired_invitations().await,
         }
     }
 
@@ -202,8 +287,8 @@ impl GitHub for OctocrabGitHub {
             )));
         }
         match &self.mode {
-            Mode::PlanOnly => Ok(true),
-            Mode::Live(live) => live.delete_team(team).await,
+            Mode::Live(live) if !live.dry => live.delete_team(team).await,
+            _ => Ok(true),
         }
     }
 
@@ -223,16 +308,16 @@ impl GitHub for OctocrabGitHub {
         role: Role,
     ) -> Result<MembershipState, GitHubError> {
         match &self.mode {
-            Mode::PlanOnly => Ok(MembershipState::Active),
-            Mode::Live(live) => live.set_membership(team, login, role).await,
+            Mode::Live(live) if !live.dry => live.set_membership(team, login, role).await,
+            _ => Ok(MembershipState::Active),
         }
     }
 
     #[instrument(skip_all, fields(team = %team.slug, login = %login))]
     async fn remove_membership(&self, team: &TeamRef, login: &str) -> Result<bool, GitHubError> {
         match &self.mode {
-            Mode::PlanOnly => Ok(true),
-            Mode::Live(live) => live.remove_membership(team, login).await,
+            Mode::Live(live) if !live.dry => live.remove_membership(team, login).await,
+            _ => Ok(true),
         }
     }
 }
@@ -267,95 +352,116 @@ impl Live {
             .cloned()
     }
 
-    fn team_path(&self, slug: &str) -> String {
+    /// `/orgs/{org}/teams/{slug}`: only to find a team that is not linked yet.
+    fn slug_path(&self, slug: &str) -> String {
         format!("/orgs/{}/teams/{slug}", self.org)
+    }
+
+    /// The organization's numeric id, read once.
+    async fn org_id(&self) -> Result<u64, GitHubError> {
+        self.org_id
+            .get_or_try_init(|| async {
+                let action = format!("read organization {:?}", self.org);
+                let reply = self.get(&format!("/orgs/{}", self.org), &action).await;
+                let org: Value = parse(&ok_or(self, reply, &action)?, &action)?;
+                org["id"].as_u64().ok_or_else(|| GitHubError::InvalidResponse {
+                    action,
+                    message: "no numeric id".into(),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// `/organizations/{org_id}/team/{team_id}`: a team by identity, whatever its slug now.
+    ///
+    /// # Errors
+    /// [`GitHubError::Config`] for a team without an id: Muster never edits a team by name.
+    async fn team_path(&self, team: &TeamRef) -> Result<String, GitHubError> {
+        let Some(id) = team.id else {
+            return Err(GitHubError::Config(format!(
+                "team {:?} has no GitHub id; refusing to address it by its slug, which another \
+                 team may have taken",
+                team.slug
+            )));
+        };
+        Ok(format!("/organizations/{}/team/{id}", self.org_id().await?))
     }
 
     /// The team by slug, `None` when GitHub has none.
     async fn get_team(&self, slug: &str) -> Result<Option<FullTeam>, GitHubError> {
-        let action = format!("read team {slug:?}");
-        match self.get(&self.team_path(slug), &action).await {
-            Ok(reply) => parse(&reply, &action).map(Some),
+        self.read_team(&self.slug_path(slug), &format!("read team {slug:?}")).await
+    }
+
+    /// The team by id, `None` when GitHub has none (deleted).
+    async fn get_team_by_id(&self, id: u64) -> Result<Option<FullTeam>, GitHubError> {
+        let path = format!("/organizations/{}/team/{id}", self.org_id().await?);
+        self.read_team(&path, &format!("read team {id}")).await
+    }
+
+    async fn read_team(&self, path: &str, action: &str) -> Result<Option<FullTeam>, GitHubError> {
+        match self.get(path, action).await {
+            Ok(reply) => parse(&reply, action).map(Some),
             Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(None),
-            Err(other) => Err(self.fail(other, &action)),
+            Err(other) => Err(self.fail(other, action)),
         }
     }
 
-    /// The team with this id among the organization's teams.
-    async fn find_team_by_id(&self, id: u64) -> Result<Option<FullTeam>, GitHubError> {
-        let teams: Vec<Team> =
-            self.list(&format!("/orgs/{}/teams", self.org), "list the teams").await?;
-        match teams.into_iter().find(|t| t.id.0 == id) {
-            Some(team) => self.get_team(&team.slug).await,
+    /// The parent's id, when the desired team is nested.
+    async fn parent_id(&self, desired: &DesiredTeam) -> Result<Option<u64>, GitHubError> {
+        match &desired.parent {
             None => Ok(None),
+            Some(parent) => match self.get_team(parent).await? {
+                Some(team) => Ok(Some(team.id.0)),
+                None => Err(GitHubError::NotFound { what: format!("parent team {parent:?}") }),
+            },
         }
+    }
+
+    /// The GitHub team of `desired`: by its known id, else by the slug its name derives
+    /// (`true`: found unlinked, an adoption). A known team that is gone (deleted on GitHub)
+    /// falls through to the slug, as a new team would.
+    async fn find_team(
+        &self,
+        desired: &DesiredTeam,
+    ) -> Result<Option<(FullTeam, bool)>, GitHubError> {
+        if let Some(id) = desired.known.as_ref().and_then(|k| k.id)
+            && let Some(team) = self.get_team_by_id(id).await?
+        {
+            return Ok(Some((team, false)));
+        }
+        Ok(self.get_team(&slug_for(&desired.name)).await?.map(|team| (team, true)))
     }
 
     async fn ensure_team(&self, desired: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
-        let parent_id = match &desired.parent {
-            None => None,
-            Some(parent) => match self.get_team(parent).await? {
-                Some(team) => Some(team.id.0),
-                None => {
-                    return Err(GitHubError::NotFound { what: format!("parent team {parent:?}") });
-                }
-            },
-        };
-        let mut found = None;
-        if let Some(known) = &desired.known {
-            found = self.get_team(&known.slug).await?;
-            if let (Some(id), Some(team)) = (known.id, &found)
-                && team.id.0 != id
-            {
-                found = None;
-            }
-            if found.is_none()
-                && let Some(id) = known.id
-            {
-                found = self.find_team_by_id(id).await?;
-            }
-        }
-        if found.is_none() {
-            found = self.get_team(&slug_for(&desired.name)).await?;
-        }
-        let Some(team) = found else {
+        let parent_id = self.parent_id(desired).await?;
+        let Some((team, adopted)) = self.find_team(desired).await? else {
             return self.create_team(desired, parent_id).await;
         };
-
-        let mut patch = serde_json::Map::new();
-        let mut changed = Vec::new();
-        if team.name != desired.name {
-            patch.insert("name".into(), json!(desired.name));
-            changed.push(TeamField::Name);
+        if adopted && !may_adopt(&team, desired.adopt) {
+            return Err(GitHubError::Unmanaged { id: team.id.0, slug: team.slug });
         }
-        if team.description.as_deref().unwrap_or("") != desired.description {
-            patch.insert("description".into(), json!(desired.description));
-            changed.push(TeamField::Description);
+        if adopted {
+            warn!(slug = %team.slug, id = team.id.0, "adopting an existing GitHub team");
         }
-        if privacy_of(&team.privacy) != Some(desired.privacy) {
-            patch.insert("privacy".into(), json!(desired.privacy.as_str()));
-            changed.push(TeamField::Privacy);
-        }
-        if team.parent.as_ref().map(|p| p.id.0) != parent_id {
-            patch.insert("parent_team_id".into(), json!(parent_id));
-            changed.push(TeamField::Parent);
-        }
+        let (patch, changed) = differences(&team, desired, parent_id);
         if changed.is_empty() {
-            return Ok(GitHubTeam { id: team.id.0, slug: team.slug, created: false, changed });
+            return Ok(GitHubTeam {
+                id: team.id.0,
+                slug: team.slug,
+                created: false,
+                adopted,
+                changed,
+            });
         }
         let action = format!("update team {:?}", team.slug);
-        let reply = self
-            .send(
-                &self.crab,
-                Method::PATCH,
-                &self.team_path(&team.slug),
-                Some(Value::Object(patch)),
-                &action,
-            )
-            .await;
+        let path =
+            self.team_path(&TeamRef { id: Some(team.id.0), slug: team.slug.clone() }).await?;
+        let reply =
+            self.send(&self.crab, Method::PATCH, &path, Some(Value::Object(patch)), &action).await;
         let updated: FullTeam = parse(&ok_or(self, reply, &action)?, &action)?;
         debug!(slug = %updated.slug, ?changed, "team updated");
-        Ok(GitHubTeam { id: updated.id.0, slug: updated.slug, created: false, changed })
+        Ok(GitHubTeam { id: updated.id.0, slug: updated.slug, created: false, adopted, changed })
     }
 
     async fn create_team(
@@ -377,20 +483,35 @@ impl Live {
             Ok(reply) => {
                 let team: FullTeam = parse(&reply, &action)?;
                 debug!(id = team.id.0, slug = %team.slug, "team created");
-                Ok(GitHubTeam { id: team.id.0, slug: team.slug, created: true, changed: vec![] })
+                Ok(GitHubTeam {
+                    id: team.id.0,
+                    slug: team.slug,
+                    created: true,
+                    adopted: false,
+                    changed: vec![],
+                })
             }
-            // Created by an earlier attempt whose answer was lost, or by someone else: adopt it.
+            // Created meanwhile: by an earlier attempt whose answer was lost (adopted, as
+            // `desired.adopt` allows a team created since the run started) or by someone else
+            // (unmanaged, unless adoption was asked for).
             Err(SendError::Answer(f))
                 if f.status == StatusCode::UNPROCESSABLE_ENTITY && exists(&f.message) =>
             {
-                warn!(name = %desired.name, "team already exists; adopting it");
                 match self.get_team(&slug_for(&desired.name)).await? {
-                    Some(team) => Box::pin(self.ensure_team(&DesiredTeam {
-                        known: Some(TeamRef { id: Some(team.id.0), slug: team.slug }),
-                        ..desired.clone()
-                    }))
-                    .await
-                    .map(|t| GitHubTeam { created: false, ..t }),
+                    Some(team) if may_adopt(&team, desired.adopt) => {
+                        warn!(name = %desired.name, "team already exists; adopting it");
+                        Box::pin(self.ensure_team(&DesiredTeam {
+                            known: Some(TeamRef { id: Some(team.id.0), slug: team.slug }),
+                            ..desired.clone()
+                        }))
+                        .await
+                        .map(|t| GitHubTeam {
+                            created: false,
+                            adopted: true,
+                            ..t
+                        })
+                    }
+                    Some(team) => Err(GitHubError::Unmanaged { id: team.id.0, slug: team.slug }),
                     None => Err(self.fail(SendError::Answer(f), &action)),
                 }
             }
@@ -400,22 +521,51 @@ impl Live {
 
     async fn delete_team(&self, team: &TeamRef) -> Result<bool, GitHubError> {
         let action = format!("delete team {:?}", team.slug);
-        let reply =
-            self.send(&self.crab, Method::DELETE, &self.team_path(&team.slug), None, &action).await;
-        match reply {
+        let path = self.team_path(team).await?;
+        match self.send(&self.crab, Method::DELETE, &path, None, &action).await {
             Ok(_) => Ok(true),
             Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(false),
             Err(other) => Err(self.fail(other, &action)),
         }
     }
 
+    async fn child_teams(&self, team: &TeamRef) -> Result<Vec<TeamRef>, GitHubError> {
+        let path = format!("{}/teams", self.team_path(team).await?);
+        let action = format!("list the child teams of {:?}", team.slug);
+        match self.list::<Team>(&path, &action).await {
+            Ok(teams) => {
+                Ok(teams.into_iter().map(|t| TeamRef { id: Some(t.id.0), slug: t.slug }).collect())
+            }
+            Err(GitHubError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Members and maintainers (owners and child teams' members marked), then invitations.
     async fn team_members(&self, team: &TeamRef) -> Result<Vec<Member>, GitHubError> {
-        let base = self.team_path(&team.slug);
+        let base = self.team_path(team).await?;
+        let owners: Vec<Author> = self
+            .list(
+                &format!("/orgs/{}/members?role=admin", self.org),
+                "list the organization's owners",
+            )
+            .await?;
+        let inherited = self.child_members(team).await?;
         let mut members = Vec::new();
         for role in [Role::Maintainer, Role::Member] {
             let path = format!("{base}/members?role={}", role.as_str());
             let users: Vec<Author> = self.list(&path, "list team members").await?;
-            members.extend(users.into_iter().map(|u| Member::active(u.login, role)));
+            for user in users {
+                let mut member = Member::active(user.login, role);
+                if owners.iter().any(|o| o.login.eq_ignore_ascii_case(&member.login)) {
+                    member = member.as_owner();
+                }
+                let key = member.login.to_ascii_lowercase();
+                if let Some(child) = inherited.get(&key) {
+                    member = member.via_child(child.clone());
+                }
+                members.push(member);
+            }
         }
         let invitations: Vec<TeamInvitation> =
             self.list(&format!("{base}/invitations"), "list team invitations").await?;
@@ -434,6 +584,46 @@ impl Live {
         Ok(members)
     }
 
+    /// Lower-cased login → child team slug, for everyone on a child team of `team` (any
+    /// depth): GitHub lists them among the parent's members.
+    async fn child_members(&self, team: &TeamRef) -> Result<HashMap<String, String>, GitHubError> {
+        let mut found = HashMap::new();
+        let mut queue = self.child_teams(team).await?;
+        let mut visited = 0;
+        while let Some(child) = queue.pop() {
+            visited += 1;
+            if visited > MAX_PAGES {
+                break;
+            }
+            let path = format!("{}/members", self.team_path(&child).await?);
+            let users: Vec<Author> = self.list(&path, "list child team members").await?;
+            for user in users {
+                found.entry(user.login.to_ascii_lowercase()).or_insert_with(|| child.slug.clone());
+            }
+            queue.extend(self.child_teams(&child).await?);
+        }
+        Ok(found)
+    }
+
+    async fn is_org_member(&self, login: &str) -> Result<bool, GitHubError> {
+        let action = format!("check {login}'s organization membership");
+        match self.get(&format!("/orgs/{}/members/{login}", self.org), &action).await {
+            Ok(_) => Ok(true),
+            Err(SendError::Answer(f))
+                if f.status == StatusCode::NOT_FOUND || f.status == StatusCode::FOUND =>
+            {
+                Ok(false)
+            }
+            Err(other) => Err(self.fail(other, &action)),
+        }
+    }
+
+    async fn expired_invitations(&self) -> Result<Vec<String>, GitHubError> {
+        let path = format!("/orgs/{}/failed_invitations", self.org);
+        let failed: Vec<Value> = self.list(&path, "list failed invitations").await?;
+        Ok(failed.iter().filter_map(|i| i["login"].as_str().map(str::to_owned)).collect())
+    }
+
     async fn set_membership(
         &self,
         team: &TeamRef,
@@ -441,9 +631,22 @@ impl Live {
         role: Role,
     ) -> Result<MembershipState, GitHubError> {
         let action = format!("set {login} as {} of team {:?}", role.as_str(), team.slug);
-        let path = format!("{}/memberships/{login}", self.team_path(&team.slug));
+        let path = format!("{}/memberships/{login}", self.team_path(team).await?);
         let body = json!({ "role": role.as_str() });
         let reply = self.send(&self.crab, Method::PUT, &path, Some(body), &action).await;
+        let reply = match reply {
+            // The team is addressed by id and was just read: a 404 is the user's.
+            Err(SendError::Answer(f))
+                if f.status == StatusCode::NOT_FOUND
+                    && self.get_team_by_id(team.id.unwrap_or_default()).await?.is_some() =>
+            {
+                return Err(GitHubError::UnknownLogin {
+                    login: login.to_owned(),
+                    message: f.message,
+                });
+            }
+            other => other,
+        };
         let membership: Value = parse(&ok_or(self, reply, &action)?, &action)?;
         Ok(match membership["state"].as_str() {
             Some("pending") => MembershipState::Pending,
@@ -453,7 +656,7 @@ impl Live {
 
     async fn remove_membership(&self, team: &TeamRef, login: &str) -> Result<bool, GitHubError> {
         let action = format!("remove {login} from team {:?}", team.slug);
-        let path = format!("{}/memberships/{login}", self.team_path(&team.slug));
+        let path = format!("{}/memberships/{login}", self.team_path(team).await?);
         match self.send(&self.crab, Method::DELETE, &path, None, &action).await {
             Ok(_) => Ok(true),
             Err(SendError::Answer(f)) if f.status == StatusCode::NOT_FOUND => Ok(false),
@@ -481,8 +684,17 @@ impl Live {
             }
             let reply = self.get(&page, action).await.map_err(|f| self.fail(f, action))?;
             let batch: Vec<T> = parse(&reply, action)?;
+            let full = batch.len() >= PER_PAGE as usize;
             items.extend(batch);
-            next = reply.link.as_deref().and_then(next_link);
+            // A 304 brings back the Link header cached with the body, and GitHub's ETag covers
+            // the body only: a list that grew past this page keeps the same page but gets a
+            // new "next". So a full page without "next" is followed by asking for the next
+            // page; an empty answer ends the list.
+            next = reply
+                .link
+                .as_deref()
+                .and_then(next_link)
+                .or_else(|| full.then(|| following_page(&page)).flatten());
         }
         Ok(items)
     }
@@ -514,6 +726,7 @@ impl Live {
             write_slot = Some(last);
         }
         self.gate.check().map_err(SendError::Mapped)?;
+        budget::pace(self.budget.as_ref(), &method, action).await.map_err(SendError::Mapped)?;
         if self.installation && std::ptr::eq(crab, &self.crab) {
             // Renew well before the one-hour expiry rather than 30 s before, as octocrab would.
             let margin = chrono::Duration::from_std(TOKEN_REFRESH_MARGIN).unwrap_or_default();
@@ -594,16 +807,17 @@ impl Live {
         Err(SendError::Answer(Failure { status: parts.status, message, headers: parts.headers }))
     }
 
+    /// The cached answer for `path`, which becomes the most recently used.
     fn cached(&self, path: &str) -> Option<Cached> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
+        let cache = self.cache.as_ref()?;
+        cache.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
     }
 
+    /// Keeps an answer, dropping the least recently used one when the cache is full.
     fn store(&self, path: &str, entry: Cached) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED_RESPONSES {
-            cache.clear();
+        if let Some(cache) = &self.cache {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).put(path.to_owned(), entry);
         }
-        cache.insert(path.to_owned(), entry);
     }
 
     /// The error for a failed [`Live::send`]: the mapped one, or the kind of a plain answer.
@@ -624,7 +838,7 @@ impl Live {
                 status,
                 action: action.into(),
                 message: f.message,
-                needed: needed_permission(&f.headers),
+                needed: saml_sso(&f.headers).unwrap_or_else(|| needed_permission(&f.headers)),
             },
             StatusCode::NOT_FOUND => GitHubError::NotFound {
                 what: format!("team or user for: {action} ({})", f.message),
@@ -646,6 +860,42 @@ fn ok_or(live: &Live, reply: Result<Reply, SendError>, action: &str) -> Result<R
 fn parse<T: DeserializeOwned>(reply: &Reply, action: &str) -> Result<T, GitHubError> {
     serde_json::from_str(&reply.body)
         .map_err(|e| GitHubError::InvalidResponse { action: action.into(), message: e.to_string() })
+}
+
+/// Whether an unlinked team may be taken over under `adopt`.
+fn may_adopt(team: &FullTeam, adopt: Adoption) -> bool {
+    match adopt {
+        Adoption::Never => false,
+        Adoption::Allowed => true,
+        Adoption::CreatedSince(since) => team.created_at.is_some_and(|at| at >= since),
+    }
+}
+
+/// The PATCH body bringing `team` to `desired`, and the fields it changes.
+fn differences(
+    team: &FullTeam,
+    desired: &DesiredTeam,
+    parent_id: Option<u64>,
+) -> (serde_json::Map<String, Value>, Vec<TeamField>) {
+    let mut patch = serde_json::Map::new();
+    let mut changed = Vec::new();
+    if team.name != desired.name {
+        patch.insert("name".into(), json!(desired.name));
+        changed.push(TeamField::Name);
+    }
+    if team.description.as_deref().unwrap_or("") != desired.description {
+        patch.insert("description".into(), json!(desired.description));
+        changed.push(TeamField::Description);
+    }
+    if privacy_of(&team.privacy) != Some(desired.privacy) {
+        patch.insert("privacy".into(), json!(desired.privacy.as_str()));
+        changed.push(TeamField::Privacy);
+    }
+    if team.parent.as_ref().map(|p| p.id.0) != parent_id {
+        patch.insert("parent_team_id".into(), json!(parent_id));
+        changed.push(TeamField::Parent);
+    }
+    (patch, changed)
 }
 
 fn privacy_of(privacy: &TeamPrivacy) -> Option<Privacy> {
@@ -682,6 +932,24 @@ fn error_message(body: &str, status: StatusCode) -> String {
     }
 }
 
+/// A 403 for SAML single sign-on: GitHub's `X-GitHub-SSO: required; url=<url>` says the
+/// credentials are valid but not authorized for the organization's SSO, which no permission
+/// fixes.
+fn saml_sso(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-github-sso")?.to_str().ok()?;
+    let url = value.split(';').find_map(|p| p.trim().strip_prefix("url="));
+    Some(match url {
+        Some(url) => format!(
+            "the organization enforces SAML single sign-on and the token is not authorized for \
+             it: an organization member must authorize it at {url} (a GitHub App needs no SSO \
+             authorization)"
+        ),
+        None => "the organization enforces SAML single sign-on and the token is not authorized \
+                 for it: authorize it for the organization in the token's settings"
+            .to_owned(),
+    })
+}
+
 /// What a 403 says is missing, from the headers GitHub sends with it.
 fn needed_permission(headers: &HeaderMap) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -711,6 +979,21 @@ pub(crate) fn next_link(link: &str) -> Option<String> {
     })
 }
 
+/// `path` with its `page` query parameter one higher (page 1 when absent).
+fn following_page(path: &str) -> Option<String> {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut page = 1;
+    let mut params: Vec<String> = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.strip_prefix("page=") {
+            Some(n) => page = n.parse::<usize>().ok()?,
+            None => params.push(kv.to_owned()),
+        }
+    }
+    params.push(format!("page={}", page + 1));
+    Some(format!("{base}?{}", params.join("&")))
+}
+
 fn octocrab_error(e: octocrab::Error, action: &str) -> GitHubError {
     GitHubError::Transport { message: format!("{action}: {}", chain(&e)) }
 }
@@ -731,6 +1014,38 @@ fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    fn live_with_cache(entries: usize) -> OctocrabGitHub {
+        let config = GitHubConfig {
+            org: "acme".into(),
+            token: Some(super::super::config::Secret::new("t")),
+            cache_entries: entries,
+            ..GitHubConfig::default()
+        };
+        OctocrabGitHub::new(&config).unwrap()
+    }
+
+    fn entry(etag: &str) -> Cached {
+        Cached { etag: etag.into(), body: String::new(), link: None }
+    }
+
+    #[tokio::test]
+    async fn the_etag_cache_drops_the_least_recently_used_answer() {
+        let github = live_with_cache(2);
+        let Mode::Live(live) = &github.mode else { panic!("live") };
+        live.store("/a", entry("a"));
+        live.store("/b", entry("b"));
+        assert_eq!(live.cached("/a").unwrap().etag, "a", "reading /a makes it recent");
+        live.store("/c", entry("c"));
+        assert!(live.cached("/b").is_none(), "/b was the least recently used");
+        assert_eq!(live.cached("/a").map(|c| c.etag).as_deref(), Some("a"));
+        assert_eq!(live.cached("/c").map(|c| c.etag).as_deref(), Some("c"));
+
+        let github = live_with_cache(0);
+        let Mode::Live(live) = &github.mode else { panic!("live") };
+        live.store("/a", entry("a"));
+        assert!(live.cached("/a").is_none(), "cache-entries = 0 keeps nothing");
+    }
+
     #[test]
     fn next_links_become_relative() {
         let link = "<http://127.0.0.1:9000/orgs/acme/teams/a/members?per_page=100&page=2>; \
@@ -740,6 +1055,19 @@ mod tests {
             Some("/orgs/acme/teams/a/members?per_page=100&page=2")
         );
         assert_eq!(next_link("<https://x/y?page=1>; rel=\"prev\""), None);
+    }
+
+    #[test]
+    fn the_page_after_a_full_one_is_asked_for() {
+        assert_eq!(
+            following_page("/orgs/a/teams/b/members?role=member&per_page=100").as_deref(),
+            Some("/orgs/a/teams/b/members?role=member&per_page=100&page=2")
+        );
+        assert_eq!(
+            following_page("/x?per_page=100&page=7").as_deref(),
+            Some("/x?per_page=100&page=8")
+        );
+        assert_eq!(following_page("/x?page=nope"), None);
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub const WEBHOOK_SECRET_ENV: &str = "MUSTER_GITHUB_WEBHOOK_SECRET";
 pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// The public GitHub REST API.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// Request points per minute for the organization, shared by every engine: two thirds of
+/// GitHub's documented secondary limit for REST (900), leaving headroom for other clients.
+pub const DEFAULT_POINTS_PER_MINUTE: u32 = 600;
+/// The smallest budget: a write costs 5 points, and the budget must allow at least one.
+pub const MIN_POINTS_PER_MINUTE: u32 = 10;
+/// Conditional-GET answers (ETag and body) kept, least recently used dropped first.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+/// Upper bound of `cache-entries`: each entry holds a page of up to 100 items.
+pub const MAX_CACHE_ENTRIES: usize = 100_000;
 
 /// A secret string: readable by code, printed and serialized as `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -45,6 +54,20 @@ impl Serialize for Secret {
     }
 }
 
+/// Whether Muster sends changes to GitHub (`github.mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GitHubMode {
+    /// Live with credentials, plan-only (reading nothing) without.
+    #[default]
+    Auto,
+    /// Read GitHub with the credentials (read-only ones suffice) and record what a live sync
+    /// would send; send nothing.
+    Plan,
+    /// Send changes; credentials are required.
+    Live,
+}
+
 /// The `[github]` section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -53,6 +76,11 @@ pub struct GitHubConfig {
     pub api_url: String,
     /// The organization whose teams Muster manages.
     pub org: String,
+    /// `auto` (live with credentials), `plan` (read GitHub, send nothing) or `live`.
+    pub mode: GitHubMode,
+    /// Whether a desired login outside the organization is invited. Off, members must already
+    /// belong to the organization: such a login is held back and reported on the team.
+    pub invite_non_members: bool,
     /// A personal access token (classic or fine-grained); also `MUSTER_GITHUB_TOKEN`.
     pub token: Option<Secret>,
     /// GitHub App authentication: all three or none.
@@ -79,6 +107,11 @@ pub struct GitHubConfig {
     /// Bound on one request, connection included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Request points (GET 1, POST/PATCH/PUT/DELETE 5, as GitHub counts them for its secondary
+    /// limit) the engines may spend on the organization in any minute, together.
+    pub points_per_minute: u32,
+    /// Conditional-GET answers kept for `If-None-Match`; 0 turns the cache off.
+    pub cache_entries: usize,
 }
 
 impl Default for GitHubConfig {
@@ -86,6 +119,8 @@ impl Default for GitHubConfig {
         GitHubConfig {
             api_url: DEFAULT_API_URL.to_owned(),
             org: String::new(),
+            mode: GitHubMode::Auto,
+            invite_non_members: true,
             token: None,
             app_id: None,
             private_key_path: None,
@@ -98,6 +133,8 @@ impl Default for GitHubConfig {
             max_removal_majority: DEFAULT_MAX_REMOVAL_MAJORITY,
             write_interval: DEFAULT_WRITE_INTERVAL,
             request_timeout: Duration::from_secs(30),
+            points_per_minute: DEFAULT_POINTS_PER_MINUTE,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -160,6 +197,15 @@ impl GitHubConfig {
         if self.request_timeout < Duration::from_secs(1) {
             return err("request-timeout", "must be at least 1s");
         }
+        if self.points_per_minute < MIN_POINTS_PER_MINUTE {
+            return err(
+                "points-per-minute",
+                "must be at least 10 (a write costs 5 points; GitHub allows 900 a minute)",
+            );
+        }
+        if self.cache_entries > MAX_CACHE_ENTRIES {
+            return err("cache-entries", "must be at most 100000 (0 turns the cache off)");
+        }
         let app_keys = [
             self.app_id.is_some(),
             self.private_key_path.is_some(),
@@ -181,6 +227,13 @@ impl GitHubConfig {
             return err(
                 "webhook-secret",
                 "is empty: anyone could sign webhooks with it; set a random secret or none",
+            );
+        }
+        if self.mode != GitHubMode::Auto && self.credentials() == Credentials::None {
+            return err(
+                "mode",
+                "plan and live read GitHub and need credentials (a token or a GitHub App); \
+                 without them Muster plans from nothing (mode = \"auto\")",
             );
         }
         if self.credentials() != Credentials::None {
@@ -234,13 +287,14 @@ mod tests {
         let c = GitHubConfig::default();
         assert_eq!(c.credentials(), Credentials::None);
         assert_eq!(c.write_interval, Duration::from_secs(1));
+        assert_eq!((c.points_per_minute, c.cache_entries), (600, 10_000));
         assert!(!c.allow_team_deletion);
         c.validate().unwrap();
     }
 
     #[test]
     fn invalid_settings_are_named() {
-        let cases: [(GitHubConfig, &str); 9] = [
+        let cases: [(GitHubConfig, &str); 11] = [
             (with(|c| c.api_url = "ftp://x".into()), "api-url"),
             (with(|c| c.max_removal_fraction = 1.5), "max-removal-fraction"),
             (with(|c| c.max_removal_majority = 1.5), "max-removal-majority"),
@@ -264,6 +318,8 @@ mod tests {
             ),
             (with(|c| c.write_interval = Duration::from_secs(61)), "write-interval"),
             (with(|c| c.webhook_secret = Some(Secret::new(""))), "webhook-secret"),
+            (with(|c| c.points_per_minute = 9), "points-per-minute"),
+            (with(|c| c.cache_entries = 100_001), "cache-entries"),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().unwrap_err().key, key, "{config:?}");
@@ -288,10 +344,12 @@ mod tests {
     fn parses_kebab_case_toml_shape() {
         let c: GitHubConfig = serde_json::from_value(serde_json::json!({
             "api-url": "http://127.0.0.1:9000", "org": "acme", "write-interval": "250ms",
-            "allow-team-deletion": true
+            "allow-team-deletion": true, "points-per-minute": 300, "cache-entries": 0
         }))
         .unwrap();
         assert_eq!(c.write_interval, Duration::from_millis(250));
+        assert_eq!((c.points_per_minute, c.cache_entries), (300, 0));
+        c.validate().unwrap();
         assert!(c.allow_team_deletion);
     }
 }

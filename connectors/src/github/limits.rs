@@ -128,7 +128,7 @@ fn until_reset(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Whole seconds, rounded up: a Nak delay must not fire early.
-fn ceil_secs(d: Duration) -> Duration {
+pub(crate) fn ceil_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 

@@ -10,7 +10,7 @@ use chrono::Utc;
 use workflows::records::{
     Actor, ClusterOutcome, ClusterStatus, EnvironmentSpec, GitHubLink, NamespaceFilter,
     NamespaceSpec, NamespaceState, RecordKind, Records, RecordsError, RoleBinding, SyncMark,
-    TeamSpec, TeamStatus,
+    SyncProblem, SyncProblemKind, TeamSpec, TeamStatus,
 };
 
 pub type Store = Arc<dyn Records>;
@@ -663,6 +663,11 @@ pub async fn team_status_is_not_a_change(store: Store) {
     let linked = TeamStatus {
         github: Some(GitHubLink { id: 42, slug: "team-payments".into() }),
         last_sync: None,
+        problems: vec![SyncProblem {
+            kind: SyncProblemKind::LoginRefused,
+            login: Some("ghost".into()),
+            message: "GitHub has no user \"ghost\"".into(),
+        }],
     };
     let stored = store.set_team_status("payments", linked.clone()).await.unwrap();
     assert_eq!(stored.status, linked);
@@ -686,6 +691,7 @@ pub async fn team_status_is_not_a_change(store: Store) {
             started_at: Utc::now(),
             finished_at: Utc::now(),
         }),
+        problems: Vec::new(),
     };
     let tombstone = store.set_team_status("payments", synced.clone()).await.unwrap();
     assert!(tombstone.is_deleted());

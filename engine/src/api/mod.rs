@@ -17,6 +17,7 @@ pub mod extract;
 pub mod guard;
 pub mod health;
 mod namespace_names;
+pub mod plan;
 pub mod problem;
 pub mod responses;
 pub mod runs;
@@ -41,6 +42,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use workflows::records::Records;
+use workflows::sync_team::SyncTeam;
 
 use crate::auth::Authenticator;
 use crate::bus::Names;
@@ -80,6 +82,10 @@ pub struct AppState {
     /// `github.min-maintainers`: a team with fewer maintainers is refused (422), since
     /// `sync_team` would refuse to sync it.
     pub min_maintainers: usize,
+    /// `sync_team` itself, whose previews `GET /v1/teams/{slug}/plan` answers.
+    pub sync_team: Arc<SyncTeam>,
+    /// Previews computed at once ([`plan::MAX_CONCURRENT_PLANS`]).
+    pub plans: tokio::sync::Semaphore,
 }
 
 pub type ApiState = Arc<AppState>;
@@ -148,6 +154,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(teams::namespaces))
         .routes(routes!(teams::runs))
         .routes(routes!(teams::sync))
+        .routes(routes!(plan::plan))
         .routes(routes!(teams::purge))
         .routes(routes!(environments::create, environments::list))
         .routes(routes!(environments::get, environments::replace, environments::delete))
@@ -277,6 +284,7 @@ mod tests {
             "GET /v1/teams/{slug}/namespaces",
             "GET /v1/teams/{slug}/runs",
             "POST /v1/teams/{slug}/sync",
+            "GET /v1/teams/{slug}/plan",
             "POST /v1/teams/{slug}/purge",
             "POST /v1/environments",
             "GET /v1/environments",

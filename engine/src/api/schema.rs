@@ -103,9 +103,10 @@ pub enum TeamPrivacyDoc {
     Secret,
 }
 
-/// A GitHub login.
+/// A GitHub login (at most 39 characters), or an Enterprise Managed User's
+/// `<handle>_<shortcode>`.
 #[derive(ToSchema)]
-#[schema(pattern = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}$", example = "octocat")]
+#[schema(pattern = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}(_[A-Za-z0-9]{1,8})?$", example = "octocat")]
 pub struct GithubLogin(String);
 
 /// A JSON Merge Patch (RFC 7396) of a team: fields present replace, fields left out stay,
@@ -160,6 +161,64 @@ pub struct TeamDoc {
     updated_at: DateTime<Utc>,
     #[serde(default)]
     deleted_at: Option<DateTime<Utc>>,
+    /// What `sync_team` last observed and did; absent before the first sync.
+    #[serde(default)]
+    status: Option<TeamStatusDoc>,
+}
+
+/// What `sync_team` records on a team.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TeamStatus)]
+pub struct TeamStatusDoc {
+    /// The GitHub team it manages, once a sync created or adopted it (the id survives renames).
+    #[serde(default)]
+    github: Option<GitHubLinkDoc>,
+    /// The last sync that finished.
+    #[serde(default)]
+    last_sync: Option<SyncMarkDoc>,
+    /// What the last sync left undone, and why; empty (absent) when it did everything.
+    #[serde(default)]
+    problems: Vec<SyncProblemDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = GitHubLink)]
+pub struct GitHubLinkDoc {
+    id: u64,
+    slug: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SyncMark)]
+pub struct SyncMarkDoc {
+    run_id: String,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+}
+
+/// Something a sync left undone.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SyncProblem)]
+pub struct SyncProblemDoc {
+    kind: SyncProblemKindDoc,
+    /// The login concerned, for `login_refused` and `login_held`.
+    #[serde(default)]
+    login: Option<String>,
+    message: String,
+}
+
+/// `unmanaged_github_team`: a GitHub team with the slug exists and waits for an explicit
+/// adoption; `login_refused`: GitHub refused that login (unknown, renamed); `login_held`: not
+/// added (expired invitation, or not an organization member with invitations off);
+/// `managed_child_teams`: the deletion waits for child teams Muster still manages.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = SyncProblemKind)]
+pub enum SyncProblemKindDoc {
+    UnmanagedGithubTeam,
+    LoginRefused,
+    LoginHeld,
+    ManagedChildTeams,
 }
 
 /// One page of teams, in slug order.
@@ -359,6 +418,8 @@ pub struct RunDoc {
     key: String,
     status: RunStatusDoc,
     attempts: u32,
+    /// Throttled deliveries (rate limits), not counted as attempts.
+    throttled: u32,
     redrives: u32,
     trigger: TriggerDoc,
     created_at: DateTime<Utc>,
@@ -514,8 +575,34 @@ mod tests {
         let mut spec: TeamSpec = serde_json::from_str(r#"{"slug":"a","name":"A"}"#).unwrap();
         spec.parent = Some("p".into());
         spec.quota_profile = Some("q".into());
-        let team = Team::new(spec.clone(), now).tombstoned(now);
+        let status = TeamStatus {
+            github: Some(GitHubLink { id: 1, slug: "a".into() }),
+            last_sync: Some(SyncMark { run_id: "r".into(), started_at: now, finished_at: now }),
+            problems: vec![SyncProblem {
+                kind: SyncProblemKind::LoginHeld,
+                login: Some("x".into()),
+                message: "m".into(),
+            }],
+        };
+        let team = Team::new(spec.clone(), now).tombstoned(now).with_status(status.clone());
         assert_eq!(properties::<TeamDoc>(), keys(&team));
+        assert_eq!(properties::<TeamStatusDoc>(), keys(&status));
+        assert_eq!(properties::<SyncProblemDoc>(), keys(&status.problems[0]));
+        for kind in [
+            SyncProblemKind::UnmanagedGitHubTeam,
+            SyncProblemKind::LoginRefused,
+            SyncProblemKind::LoginHeld,
+            SyncProblemKind::ManagedChildTeams,
+        ] {
+            let doc = serde_json::to_value(SyncProblemKindDoc::schema()).unwrap();
+            assert!(
+                doc.to_string().contains(&format!(
+                    "\"{}\"",
+                    serde_json::to_value(kind).unwrap().as_str().unwrap()
+                )),
+                "{kind:?}"
+            );
+        }
         assert_eq!(properties::<TeamSpecDoc>(), keys(&spec));
         assert_eq!(properties::<TeamReplacementDoc>(), keys(&spec));
         assert_eq!(properties::<TeamPatchDoc>(), keys(&spec));
@@ -557,6 +644,7 @@ mod tests {
             key: "k".into(),
             status: RunStatus::Failed,
             attempts: 1,
+            throttled: 0,
             redrives: 0,
             trigger: TriggerRecord {
                 event: serde_json::json!({}),

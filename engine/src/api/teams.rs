@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use workflows::records::{
-    NamespaceFilter, RecordKind, RecordsError, Team, TeamSpec, validation::is_dns_label,
+    MAX_PAGE_SIZE, NamespaceFilter, RecordKind, RecordsError, Team, TeamSpec,
+    validation::is_dns_label,
 };
 use workflows::sync_team::teardown_waiting;
 
@@ -337,6 +338,7 @@ pub async fn patch(
            ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
     responses(
         (status = 202, description = "Tombstoned; teardown follows", body = super::schema::TeamDoc, headers(("ETag" = String))),
+        (status = 409, description = "Other teams name this one as their parent: GitHub would delete their teams with it; the detail lists them", body = Problem, content_type = PROBLEM_JSON),
         NoSuchTeam, StaleIfMatch, StoreUnavailable, Denied,
     ))]
 pub async fn delete(
@@ -353,9 +355,39 @@ pub async fn delete(
         .current(&current.spec)
         .namespaces(namespace_refs(&state, &slug).await?);
     state.authorize(&caller, access).await?;
+    let children = child_teams(&state, &slug).await?;
+    if !children.is_empty() && !current.is_deleted() {
+        return Err(Problem::new(
+            ProblemKind::Conflict,
+            format!(
+                "team {slug:?} is the parent of {}: GitHub deletes child teams with their \
+                 parent, so delete them or change their parent first",
+                children.join(", ")
+            ),
+        ));
+    }
     let team = state.records.delete_team(&slug, Some(version), &caller.actor()).await?;
     state.record_written();
     Ok(team_response(StatusCode::ACCEPTED, &team, false))
+}
+
+/// The teams, not deleted, whose `parent` is `slug`.
+async fn child_teams(state: &ApiState, slug: &str) -> Result<Vec<String>, Problem> {
+    let mut children = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.records.list_teams(after.as_deref(), MAX_PAGE_SIZE).await?;
+        children.extend(
+            page.items
+                .iter()
+                .filter(|t| !t.is_deleted() && t.spec.parent.as_deref() == Some(slug))
+                .map(|t| t.slug().to_owned()),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(children),
+        }
+    }
 }
 
 /// The team's namespace records, one per environment.
@@ -417,7 +449,7 @@ pub struct SyncAccepted {
     pub duplicate: bool,
 }
 
-/// The body of a sync request; optional (no body means `allow_mass_removal: false`).
+/// The body of a sync request; optional (no body means every option `false`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
@@ -426,18 +458,30 @@ pub struct SyncRequest {
     /// The shipped policy lets only admins ask for it.
     #[serde(default)]
     pub allow_mass_removal: bool,
+    /// Adopt an existing GitHub team with the team's slug that is not linked to it: the sync
+    /// takes it over (its name, description, privacy, parent and members) instead of leaving
+    /// it alone. Review `GET /v1/teams/{slug}/plan?adopt=true` first. The shipped policy lets
+    /// only admins ask for it.
+    #[serde(default)]
+    pub adopt: bool,
+    /// Send again the organization invitations that expired or failed: without it such logins
+    /// are held back (reported on the team) rather than re-invited on every sync.
+    #[serde(default)]
+    pub reinvite: bool,
 }
 
 /// Ask for a reconcile of the team now: publishes `muster.team.sync` (subject = slug) with
-/// data `{"slug", "reason": "api", "allow_mass_removal"}`.
+/// data `{"slug", "reason": "api", "allow_mass_removal", "adopt", "reinvite"}`.
 ///
 /// With `{"allow_mass_removal": true}` the sync may remove what the mass-removal guard would
-/// refuse; the policy sees it as the change `allow_mass_removal` (the shipped policy: admins
-/// only, a team's maintainers may ask only for a guarded sync).
+/// refuse; with `{"adopt": true}` it takes over an existing GitHub team with the team's slug
+/// that is not linked to it; with `{"reinvite": true}` it sends expired organization
+/// invitations again. The policy sees each as a change of that name (the shipped policy:
+/// `allow_mass_removal` and `adopt` for admins only).
 #[utoipa::path(post, path = "/v1/teams/{slug}/sync", tag = "teams",
     params(("slug" = String, Path, description = "Team slug")),
     request_body(content = Option<SyncRequest>, content_type = "application/json",
-                 description = "Optional; no body is `{\"allow_mass_removal\": false}`"),
+                 description = "Optional; no body is every option `false`"),
     responses(
         (status = 202, description = "Sync requested", body = SyncAccepted),
         (status = 422, description = "A body of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
@@ -453,10 +497,13 @@ pub async fn sync(
     checked_key("team", &slug)?;
     let request: SyncRequest = optional_body("sync", &headers, &body)?;
     let team = state.records.get_team(&slug).await?;
-    let mut access = Access::team("team.sync", &slug).current(&team.spec);
-    if request.allow_mass_removal {
-        access = access.changes(vec!["allow_mass_removal".into()]);
-    }
+    let options = [
+        ("allow_mass_removal", request.allow_mass_removal),
+        ("adopt", request.adopt),
+        ("reinvite", request.reinvite),
+    ];
+    let changes = options.iter().filter(|(_, set)| *set).map(|(name, _)| (*name).to_owned());
+    let access = Access::team("team.sync", &slug).current(&team.spec).changes(changes.collect());
     state.authorize(&caller, access).await?;
     let actor = caller.actor();
     let id = ulid::Ulid::new().to_string();
@@ -474,6 +521,8 @@ pub async fn sync(
                 "slug": slug,
                 "reason": "api",
                 "allow_mass_removal": request.allow_mass_removal,
+                "adopt": request.adopt,
+                "reinvite": request.reinvite,
             }),
         )
         .build()

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use workflows::sync_team::preview::{RunStep, run_lines};
+
 use super::output;
 use crate::bus::{self, Names};
 use crate::config::Config;
@@ -29,7 +31,8 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one run: its attempts, steps, output and errors.
+    /// Show one run: its attempts, steps, output and errors; for a sync_team run, also its
+    /// changes (its plan in plan-only mode) in the form `engine teams plan` prints.
     Show {
         run_id: String,
         /// Print JSON.
@@ -131,7 +134,10 @@ fn print_detail(detail: &RunDetail) {
     println!("workflow   {}", run.workflow);
     println!("key        {}", run.key);
     println!("status     {}", run.status);
-    println!("attempts   {} (re-driven {} times)", run.attempts, run.redrives);
+    println!(
+        "attempts   {} (throttled {} times, re-driven {} times)",
+        run.attempts, run.throttled, run.redrives
+    );
     println!(
         "trigger    {} (stream sequence {})",
         run.trigger.nats_subject, run.trigger.stream_sequence
@@ -174,5 +180,25 @@ fn print_detail(detail: &RunDetail) {
     }
     if let Some(output) = &run.output {
         println!("\noutput:\n{}", serde_json::to_string_pretty(output).unwrap_or_default());
+    }
+    if run.workflow == "sync_team" {
+        print_sync_plan(detail);
+    }
+}
+
+/// A sync_team run's changes, or its plan in plan-only mode, in `engine teams plan`'s form.
+fn print_sync_plan(detail: &RunDetail) {
+    let steps: Vec<RunStep<'_>> = detail
+        .steps
+        .iter()
+        .map(|s| RunStep {
+            name: &s.name,
+            output: s.output.as_ref(),
+            error: s.error.as_ref().map(|e| e.message.as_str()),
+        })
+        .collect();
+    let lines = run_lines(&steps);
+    if !lines.is_empty() {
+        println!("\n{}", lines.join("\n"));
     }
 }

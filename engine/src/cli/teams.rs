@@ -1,4 +1,5 @@
-//! `engine teams create|list|get|update|delete|sync|purge`: the teams API from the command line.
+//! `engine teams create|list|get|update|delete|plan|sync|purge`: the teams API from the command
+//! line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,20 @@ pub enum TeamsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show what the next sync of the team would change, sending nothing: the GitHub team,
+    /// its members and the namespace records, as a diff (`GET /v1/teams/{slug}/plan`). A plan
+    /// the sync would refuse is shown with the refusal.
+    Plan {
+        slug: String,
+        /// Preview a sync with --adopt.
+        #[arg(long)]
+        adopt: bool,
+        /// Preview a sync with --allow-mass-removal.
+        #[arg(long)]
+        allow_mass_removal: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Ask for a sync of the team now (`muster.team.sync`).
     Sync {
         slug: String,
@@ -59,6 +74,15 @@ pub enum TeamsCommand {
         /// the shipped policy allows it to admins only.
         #[arg(long)]
         allow_mass_removal: bool,
+        /// Adopt an existing GitHub team with the team's slug that Muster did not create: the
+        /// sync takes it over, members included (review `engine teams plan SLUG --adopt`
+        /// first); the shipped policy allows it to admins only.
+        #[arg(long)]
+        adopt: bool,
+        /// Send again the organization invitations of desired members that expired or failed
+        /// (otherwise they are held back and reported, not re-sent on every sync).
+        #[arg(long)]
+        reinvite: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -292,9 +316,31 @@ pub async fn teams(
                 );
             }
         }
-        TeamsCommand::Sync { slug, allow_mass_removal, api } => {
+        TeamsCommand::Plan { slug, adopt, allow_mass_removal, api } => {
             let client = Client::new(&api, config)?;
-            let body = json!({ "allow_mass_removal": allow_mass_removal });
+            let path = format!(
+                "/v1/teams/{}/plan?adopt={adopt}&allow_mass_removal={allow_mass_removal}",
+                encode(&slug)
+            );
+            let answer = client
+                .call(Method::GET, &path, None, None)
+                .await
+                .with_context(|| format!("no plan for team {slug}"))?;
+            if api.json {
+                print_json(&answer.body)?;
+            } else {
+                for line in answer.body["lines"].as_array().into_iter().flatten() {
+                    println!("{}", line.as_str().unwrap_or_default());
+                }
+            }
+        }
+        TeamsCommand::Sync { slug, allow_mass_removal, adopt, reinvite, api } => {
+            let client = Client::new(&api, config)?;
+            let body = json!({
+                "allow_mass_removal": allow_mass_removal,
+                "adopt": adopt,
+                "reinvite": reinvite,
+            });
             let answer = client
                 .call(
                     Method::POST,
@@ -307,15 +353,17 @@ pub async fn teams(
             if api.json {
                 print_json(&answer.body)?;
             } else {
+                let overrides = [
+                    (allow_mass_removal, "; the mass-removal guard is overridden for this sync"),
+                    (adopt, "; an existing GitHub team with its slug is adopted"),
+                    (reinvite, "; expired invitations are sent again"),
+                ];
+                let notes: String =
+                    overrides.iter().filter(|(set, _)| *set).map(|(_, note)| *note).collect();
                 println!(
-                    "sync of team {slug} requested: event {} (sequence {}){}",
+                    "sync of team {slug} requested: event {} (sequence {}){notes}",
                     answer.body["id"].as_str().unwrap_or_default(),
                     answer.body["sequence"],
-                    if allow_mass_removal {
-                        "; the mass-removal guard is overridden for this sync"
-                    } else {
-                        ""
-                    }
                 );
             }
         }

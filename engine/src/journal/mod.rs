@@ -57,7 +57,7 @@ impl std::fmt::Display for RunStatus {
 /// An error as journaled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {
-    /// `retryable`, `permanent`, or the code of an undecodable event.
+    /// `retryable`, `permanent`, `throttled`, or the code of an undecodable event.
     pub kind: String,
     pub message: String,
 }
@@ -90,8 +90,13 @@ pub struct RunRecord {
     pub workflow: String,
     pub key: String,
     pub status: RunStatus,
-    /// Attempts since the run was first driven or last re-driven from the DLQ.
+    /// Attempts since the run was first driven or last re-driven from the DLQ. A throttled
+    /// delivery (a rate limit said "later") is not an attempt.
     pub attempts: u32,
+    /// Throttled deliveries since the run was first driven or last re-driven: JetStream counts
+    /// them as deliveries, so `delivered - throttled` is the floor of `attempts`.
+    #[serde(default)]
+    pub throttled: u32,
     /// How often the run was re-driven after failing.
     pub redrives: u32,
     pub trigger: TriggerRecord,

@@ -209,6 +209,7 @@ mod tests {
             key: format!("k-{id}"),
             status,
             attempts: 1,
+            throttled: 0,
             redrives: 0,
             trigger: TriggerRecord {
                 event: serde_json::json!({}),

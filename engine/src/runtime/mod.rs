@@ -246,6 +246,7 @@ impl Engine {
             max_attempts: runtime.max_attempts,
             initial: runtime.backoff_initial,
             max: runtime.backoff_max,
+            max_throttled: retry::MAX_THROTTLED,
         };
         let service =
             service::serve(&self.client, &self.names, self.journal.clone(), shutdown.clone())

@@ -28,7 +28,7 @@ use workflows::{RunContext, RunError, Workflow};
 
 use super::RunFinished;
 use super::dlq::{self, DeadLetter};
-use super::retry::RetryPolicy;
+use super::retry::{RetryPolicy, Verdict};
 use super::steps::JournalSteps;
 use crate::bus::{Names, codec};
 use crate::journal::{
@@ -42,6 +42,8 @@ const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// Delay before a message that met an infrastructure error (journal, DLQ publish) comes back.
 const INFRA_RETRY: Duration = Duration::from_secs(2);
+/// The journaled kind of a throttled attempt ([`workflows::RunError::kind_name`]).
+const THROTTLED_KIND: &str = "throttled";
 
 /// The run id of `workflow` for an event: the workflow name and a hash of source and id.
 pub fn run_id(workflow: &str, event: &Event) -> String {
@@ -269,6 +271,7 @@ impl Runner {
                 }
                 info!(redrives = run.redrives + 1, "re-driving failed run");
                 run.attempts = 0;
+                run.throttled = 0;
                 run.redrives += 1;
                 run.error = None;
                 run.dlq_sequence = None;
@@ -283,6 +286,7 @@ impl Runner {
                 key,
                 status: RunStatus::Running,
                 attempts: 0,
+                throttled: 0,
                 redrives: 0,
                 trigger,
                 created_at: now,
@@ -296,8 +300,10 @@ impl Runner {
         };
         let is_new = run.history.is_empty() && run.redrives == 0;
         // The start of an attempt is journaled lazily, so a crash before the first step ends may
-        // lose it; JetStream's delivery count of this message still counts such attempts.
-        run.attempts = (run.attempts + 1).max(u32::try_from(context.delivered).unwrap_or(1));
+        // lose it; JetStream's delivery count of this message still counts such attempts, less
+        // the throttled deliveries, which were not attempts.
+        let delivered = u32::try_from(context.delivered).unwrap_or(1);
+        run.attempts = (run.attempts + 1).max(delivered.saturating_sub(run.throttled));
         run.status = RunStatus::Running;
         run.updated_at = now;
         run.history.push(AttemptRecord {
@@ -357,28 +363,28 @@ impl Runner {
                     ErrorRecord { kind: error.kind_name().into(), message: error.message.clone() };
                 attempt.error = Some(record.clone());
                 run.error = Some(record);
-                let after = match error.kind {
-                    workflows::ErrorKind::Retryable { after }
-                        if self.retry.may_retry(run.attempts) =>
-                    {
-                        after
-                    }
-                    _ => {
+                let verdict = self.retry.verdict(error.kind, run.attempts, run.throttled);
+                let (delay, throttled) = match verdict {
+                    Verdict::Retry(delay) => (delay, false),
+                    Verdict::Wait(delay) => (delay, true),
+                    Verdict::Fail => {
                         attempt.outcome = Some(RunStatus::Failed);
                         run.status = RunStatus::Failed;
                         run.finished_at = Some(now);
-                        warn!(attempts = run.attempts, error = %error, kind = error.kind_name(), "run failed");
+                        warn!(attempts = run.attempts, throttled = run.throttled, error = %error, kind = error.kind_name(), "run failed");
                         return self.fail_into_dlq(run, &context).await;
                     }
                 };
-                let delay = self.retry.delay(run.attempts, after);
                 attempt.outcome = Some(RunStatus::Retrying);
                 attempt.retry_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 run.status = RunStatus::Retrying;
+                if throttled {
+                    not_an_attempt(&mut run);
+                }
                 if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
                     return self.infra_failure("journaling the run's retry", &e);
                 }
-                info!(attempts = run.attempts, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
+                info!(attempts = run.attempts, throttled = run.throttled, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
                 Answer::Nak(delay)
             }
         }
@@ -446,6 +452,22 @@ impl Runner {
             status: run.status,
             at: Utc::now(),
         });
+    }
+}
+
+/// Undoes the count of a throttled delivery: it waited for a rate limit and is not one of the
+/// run's attempts. Its history entry stays, replacing the previous one when that was a throttled
+/// delivery of the same attempt too, so waiting many times does not grow the record.
+fn not_an_attempt(run: &mut RunRecord) {
+    run.attempts -= 1;
+    run.throttled += 1;
+    let n = run.history.len();
+    if n >= 2 {
+        let (previous, current) = (&run.history[n - 2], &run.history[n - 1]);
+        let previous_throttled = previous.error.as_ref().is_some_and(|e| e.kind == THROTTLED_KIND);
+        if previous_throttled && previous.attempt == current.attempt {
+            run.history.remove(n - 2);
+        }
     }
 }
 
@@ -526,6 +548,51 @@ mod tests {
         ] {
             assert!(!is_redrive(&names, "ping", subject, Some(&marked)), "{subject}");
         }
+    }
+
+    #[test]
+    fn a_throttled_delivery_is_uncounted_and_keeps_one_history_entry_per_attempt() {
+        let now = Utc::now();
+        let entry = |attempt, kind: &str| AttemptRecord {
+            attempt,
+            started_at: now,
+            finished_at: Some(now),
+            outcome: Some(RunStatus::Retrying),
+            error: Some(ErrorRecord { kind: kind.into(), message: String::new() }),
+            retry_delay_ms: Some(1000),
+        };
+        let mut run = RunRecord {
+            id: "r".into(),
+            workflow: "w".into(),
+            key: "k".into(),
+            status: RunStatus::Retrying,
+            attempts: 2,
+            throttled: 0,
+            redrives: 0,
+            trigger: TriggerRecord {
+                event: serde_json::json!({}),
+                nats_subject: "s".into(),
+                stream_sequence: 1,
+            },
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            output: None,
+            error: None,
+            dlq_sequence: None,
+            history: vec![entry(1, "retryable"), entry(2, THROTTLED_KIND)],
+        };
+        not_an_attempt(&mut run);
+        assert_eq!((run.attempts, run.throttled, run.history.len()), (1, 1, 2));
+        for _ in 0..3 {
+            run.attempts += 1;
+            run.history.push(entry(run.attempts, THROTTLED_KIND));
+            not_an_attempt(&mut run);
+        }
+        assert_eq!((run.attempts, run.throttled), (1, 4));
+        let kinds: Vec<_> =
+            run.history.iter().map(|a| (a.attempt, a.error.clone().unwrap().kind)).collect();
+        assert_eq!(kinds, [(1, "retryable".to_owned()), (2, THROTTLED_KIND.to_owned())]);
     }
 
     #[tokio::test]

@@ -8,9 +8,9 @@ use crate::workflow::RunError;
 ///
 /// # Errors as run outcomes
 /// [`GitHubError::is_retryable`] and [`GitHubError::retry_after`] decide the run's fate:
-/// rate limits are retryable *with* `after` (the time GitHub asked for), server errors and
-/// transport failures retryable with the runtime's backoff, and authorization or validation
-/// failures permanent.
+/// rate limits throttle the run until `after` (the time GitHub or the request budget asked for;
+/// not a failed attempt), server errors and transport failures are retryable with the runtime's
+/// backoff, and authorization or validation failures permanent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitHubError {
     /// A primary or secondary rate limit: nothing more may be sent before `after`.
@@ -38,6 +38,18 @@ pub enum GitHubError {
     #[error("GitHub rejected {action} ({status}): {message}")]
     Rejected { status: u16, action: String, message: String },
 
+    /// GitHub has no user with this login (never existed, deleted, or renamed).
+    #[error("GitHub has no user {login:?} (deleted or renamed?): {message}")]
+    UnknownLogin { login: String, message: String },
+
+    /// A GitHub team with the slug the name derives exists and Muster did not create it or
+    /// link it: it is left alone unless an operator asks to adopt it.
+    #[error(
+        "GitHub team {slug:?} (id {id}) already exists and is not managed by Muster; review \
+         `engine teams plan <team>` and adopt it with `engine teams sync <team> --adopt`"
+    )]
+    Unmanaged { id: u64, slug: String },
+
     /// GitHub's answer did not have the documented shape.
     #[error("unexpected answer from GitHub to {action}: {message}")]
     InvalidResponse { action: String, message: String },
@@ -54,6 +66,9 @@ pub enum RateLimitKind {
     Primary,
     /// A secondary (abuse) limit: Retry-After, or at least 60 s growing exponentially.
     Secondary,
+    /// Muster's own request budget for the organization (`github.points-per-minute`, shared by
+    /// the engine replicas) is spent: nothing was sent.
+    Budget,
 }
 
 impl std::fmt::Display for RateLimitKind {
@@ -61,6 +76,7 @@ impl std::fmt::Display for RateLimitKind {
         f.write_str(match self {
             RateLimitKind::Primary => "primary",
             RateLimitKind::Secondary => "secondary",
+            RateLimitKind::Budget => "request budget",
         })
     }
 }
@@ -86,12 +102,14 @@ impl GitHubError {
 }
 
 impl From<GitHubError> for RunError {
+    /// A rate limit throttles the run (a wait, not a failed attempt); other retryable errors
+    /// are retried with the runtime's backoff; the rest are permanent.
     fn from(e: GitHubError) -> Self {
         let message = e.to_string();
-        match (e.is_retryable(), e.retry_after()) {
-            (true, Some(after)) => RunError::retry_after(message, after),
-            (true, None) => RunError::retryable(message),
-            (false, _) => RunError::permanent(message),
+        match (&e, e.is_retryable()) {
+            (GitHubError::RateLimited { after, .. }, _) => RunError::throttled(message, *after),
+            (_, true) => RunError::retryable(message),
+            (_, false) => RunError::permanent(message),
         }
     }
 }
@@ -111,7 +129,15 @@ mod tests {
                     after,
                     message: "slow down".into(),
                 },
-                ErrorKind::Retryable { after: Some(after) },
+                ErrorKind::Throttled { after },
+            ),
+            (
+                GitHubError::RateLimited {
+                    limit: RateLimitKind::Budget,
+                    after,
+                    message: "budget spent".into(),
+                },
+                ErrorKind::Throttled { after },
             ),
             (
                 GitHubError::Unavailable { status: 502, message: "bad gateway".into() },

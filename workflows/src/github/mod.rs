@@ -26,14 +26,14 @@ mod error;
 mod plan;
 mod port;
 
-pub use apply::{AppliedPlan, apply_plan};
+pub use apply::{AppliedPlan, FailedLogin, apply_plan};
 pub use error::{GitHubError, RateLimitKind};
 pub use plan::{
     Assignment, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
-    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, Guards, MemberPlan, PlanError,
-    RemovalRule, RoleChange, plan_members,
+    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, Guards, Held, HoldReason, MemberPlan,
+    PlanError, RemovalRule, RoleChange, plan_members,
 };
 pub use port::{
-    DesiredTeam, GitHub, GitHubTeam, Member, MembershipState, Privacy, Role, TeamField, TeamRef,
-    slug_for,
+    Adoption, DesiredTeam, GitHub, GitHubTeam, Member, MembershipState, Privacy, Role, TeamField,
+    TeamRef, slug_for,
 };

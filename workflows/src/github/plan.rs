@@ -83,8 +83,50 @@ pub struct MemberPlan {
     /// Observed logins the plan leaves alone although the desired state says otherwise: the
     /// acting identity.
     pub protected: Vec<String>,
+    /// Organization owners wanted as members: GitHub reports every owner as a maintainer, so
+    /// no role change is sent (it would never take).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Listed only through a child team (GitHub lists child teams' members on the parent):
+    /// not members of this team, never removed from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited: Vec<String>,
+    /// Desired logins not added, and why ([`MemberPlan::hold_back`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
     /// Active members already as desired.
     pub unchanged: usize,
+}
+
+/// A desired login a plan does not add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub login: String,
+    pub reason: HoldReason,
+}
+
+/// Why a desired login is not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// Not a member of the organization, and `github.invite-non-members` is off.
+    NotOrgMember,
+    /// Their invitation to the organization expired or failed: inviting again on every sync
+    /// would loop; a sync with `reinvite` sends it again.
+    InvitationExpired,
+}
+
+impl HoldReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            HoldReason::NotOrgMember => {
+                "not a member of the organization and github.invite-non-members is off"
+            }
+            HoldReason::InvitationExpired => {
+                "their invitation to the organization expired; sync with reinvite to send it again"
+            }
+        }
+    }
 }
 
 impl MemberPlan {
@@ -96,6 +138,18 @@ impl MemberPlan {
     /// How many mutating requests applying the plan sends.
     pub fn mutations(&self) -> usize {
         self.add.len() + self.change_role.len() + self.remove.len()
+    }
+
+    /// Moves every addition for which `hold` gives a reason to [`MemberPlan::held`].
+    pub fn hold_back(&mut self, mut hold: impl FnMut(&str) -> Option<HoldReason>) {
+        let mut kept = Vec::with_capacity(self.add.len());
+        for add in std::mem::take(&mut self.add) {
+            match hold(&add.login) {
+                Some(reason) => self.held.push(Held { login: add.login, reason }),
+                None => kept.push(add),
+            }
+        }
+        self.add = kept;
     }
 }
 
@@ -171,8 +225,10 @@ impl From<PlanError> for RunError {
 /// - A desired login that is not observed is added with its role.
 /// - An active member with another role changes role (never demoting the acting identity).
 /// - A desired login with a pending invitation is left alone.
+/// - An organization owner wanted as a member is left a maintainer (GitHub reports owners as
+///   maintainers; a role change would be sent on every run and never take).
 /// - Anyone observed and not desired is removed (a pending one has its invitation cancelled),
-///   except the acting identity.
+///   except the acting identity and those listed only through a child team.
 ///
 /// # Errors
 /// [`PlanError::DuplicateLogin`] for a login listed twice (case-insensitive),
@@ -216,6 +272,10 @@ pub fn plan_members(
                 plan.pending_untouched.push((*login).to_owned());
             }
             Some((_, role)) if *role == member.role => plan.unchanged += 1,
+            Some((login, Role::Member)) if member.owner => {
+                plan.owners.push((*login).to_owned());
+                plan.unchanged += 1;
+            }
             Some((login, role)) => {
                 if is_acting && member.role == Role::Maintainer {
                     plan.protected.push(member.login.clone());
@@ -228,6 +288,7 @@ pub fn plan_members(
                 }
             }
             None if is_acting => plan.protected.push(member.login.clone()),
+            None if member.inherited_from.is_some() => plan.inherited.push(member.login.clone()),
             None => plan.remove.push(member.login.clone()),
         }
     }
@@ -241,9 +302,10 @@ pub fn plan_members(
         return Ok(plan);
     }
     // The acting identity is never removed, so it does not count: otherwise a team of one
-    // person and Muster's own login could lose that person as "half" of the team.
+    // person and Muster's own login could lose that person as "half" of the team. Nor do
+    // members listed through a child team, who are never removed either.
     let acting_seen = acting.as_ref().is_some_and(|a| seen.contains(a));
-    let current = seen.len() - usize::from(acting_seen);
+    let current = seen.len() - usize::from(acting_seen) - plan.inherited.len();
     match removal_rule(plan.remove.len(), current, guards) {
         Some(rule) => Err(PlanError::MassRemoval { logins: plan.remove, current, rule }),
         None => Ok(plan),
@@ -277,7 +339,8 @@ mod tests {
         s.split_whitespace().map(str::to_owned).collect()
     }
 
-    /// `observed` as `login:role[:pending]`, roles `m` (member) and `M` (maintainer).
+    /// `observed` as `login:role[:pending|:owner|:child]`, roles `m` (member) and `M`
+    /// (maintainer); `owner` an organization owner, `child` listed through a child team.
     fn observed(s: &str) -> Vec<Member> {
         s.split_whitespace()
             .map(|item| {
@@ -286,6 +349,8 @@ mod tests {
                 let role = if parts.next() == Some("M") { Role::Maintainer } else { Role::Member };
                 match parts.next() {
                     Some("pending") => Member::pending(login, role),
+                    Some("owner") => Member::active(login, role).as_owner(),
+                    Some("child") => Member::active(login, role).via_child("sub"),
                     _ => Member::active(login, role),
                 }
             })
@@ -300,7 +365,8 @@ mod tests {
         acting: Option<&'static str>,
         allow_mass_removal: bool,
         /// `+login:role`, `~login:to`, `-login`, `?login` (pending untouched), `!login`
-        /// (protected), or `error:<variant>`.
+        /// (protected), `^login` (owner left maintainer), `<login` (through a child team), or
+        /// `error:<variant>`.
         expect: &'static str,
     }
 
@@ -312,7 +378,26 @@ mod tests {
         out.extend(plan.remove.iter().map(|l| format!("-{l}")));
         out.extend(plan.pending_untouched.iter().map(|l| format!("?{l}")));
         out.extend(plan.protected.iter().map(|l| format!("!{l}")));
+        out.extend(plan.owners.iter().map(|l| format!("^{l}")));
+        out.extend(plan.inherited.iter().map(|l| format!("<{l}")));
         out.join(" ")
+    }
+
+    #[test]
+    fn held_back_additions_are_listed_not_sent() {
+        let mut plan = plan_members(
+            &logins("bob carol"),
+            &logins("alice"),
+            &observed("alice:M"),
+            &Guards::default(),
+        )
+        .unwrap();
+        plan.hold_back(|login| (login == "carol").then_some(HoldReason::InvitationExpired));
+        assert_eq!(render(&plan), "+bob:m");
+        assert_eq!(
+            plan.held,
+            vec![Held { login: "carol".into(), reason: HoldReason::InvitationExpired }]
+        );
     }
 
     #[test]
@@ -425,6 +510,33 @@ mod tests {
                 acting: None,
                 allow_mass_removal: true,
                 expect: "-b -c -d -x",
+            },
+            Case {
+                name: "an owner wanted as member is left a maintainer, no role change",
+                members: "olga bob",
+                maintainers: "alice",
+                observed: "alice:M olga:M:owner bob:m",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "^olga",
+            },
+            Case {
+                name: "an owner who is not an owner gets the role change",
+                members: "olga",
+                maintainers: "alice",
+                observed: "alice:M olga:M",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "~olga:m",
+            },
+            Case {
+                name: "members of a child team are neither removed nor counted",
+                members: "",
+                maintainers: "alice",
+                observed: "alice:M bob:m cid:m:child dan:m:child eve:m:child",
+                acting: None,
+                allow_mass_removal: false,
+                expect: "-bob <cid <dan <eve",
             },
             Case {
                 name: "no maintainer is refused",

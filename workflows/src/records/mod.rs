@@ -61,5 +61,5 @@ pub use outbox::{
     TEAM_CREATED, TEAM_DELETED, TEAM_UPDATED,
 };
 pub use port::{MAX_PAGE_SIZE, Page, Records, page_size};
-pub use team::{GitHubLink, SyncMark, Team, TeamSpec, TeamStatus};
+pub use team::{GitHubLink, SyncMark, SyncProblem, SyncProblemKind, Team, TeamSpec, TeamStatus};
 pub use validation::{FieldError, ValidationErrors};

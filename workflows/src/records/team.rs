@@ -162,12 +162,42 @@ pub struct TeamStatus {
     /// than its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<SyncMark>,
+    /// What the last sync could not do and why, for operators (empty when it did everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<SyncProblem>,
 }
 
 impl TeamStatus {
     pub fn is_empty(&self) -> bool {
-        self.github.is_none() && self.last_sync.is_none()
+        self.github.is_none() && self.last_sync.is_none() && self.problems.is_empty()
     }
+}
+
+/// Something a sync left undone, with the reason: the rest of the team was synced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProblem {
+    pub kind: SyncProblemKind,
+    /// The login concerned, for member problems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    pub message: String,
+}
+
+/// The kinds of [`SyncProblem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncProblemKind {
+    /// A GitHub team with the team's slug exists and is not linked: it waits for an explicit
+    /// adoption.
+    #[serde(rename = "unmanaged_github_team")]
+    UnmanagedGitHubTeam,
+    /// GitHub refused one login (no such user, renamed, or a 422 for it).
+    LoginRefused,
+    /// A desired login was not added (see [`HoldReason`](crate::github::HoldReason)).
+    LoginHeld,
+    /// The deleted team's GitHub team has child teams Muster still manages: deleting it would
+    /// delete them, so the teardown waits.
+    ManagedChildTeams,
 }
 
 /// The GitHub team a Muster team is synced to.
@@ -392,6 +422,7 @@ mod tests {
         let linked = team.with_status(TeamStatus {
             github: Some(GitHubLink { id: 7, slug: "payments".into() }),
             last_sync: None,
+            problems: Vec::new(),
         });
         assert_eq!(linked.resource_version, 1);
         assert_eq!(linked.updated_at, team.updated_at);

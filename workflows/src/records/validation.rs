@@ -170,16 +170,28 @@ fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_LABEL_PREFIX_LEN && s.split('.').all(is_dns_label)
 }
 
-/// Whether `s` is a valid GitHub login: 1–39 ASCII alphanumerics or single hyphens, neither
-/// starting nor ending with a hyphen.
+/// Whether `s` is a valid GitHub login, at most 39 characters: 1 or more ASCII alphanumerics
+/// or single hyphens, neither starting nor ending with a hyphen; or an Enterprise Managed User's
+/// `<handle>_<shortcode>`, such a handle, an underscore and the enterprise's alphanumeric short
+/// code.
 pub fn is_github_login(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_GITHUB_LOGIN_LEN
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-        && !s.contains("--")
+    let plain = |part: &str| {
+        let b = part.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+            && !part.contains("--")
+    };
+    let valid = match s.split_once('_') {
+        None => plain(s),
+        Some((handle, shortcode)) => {
+            plain(handle)
+                && !shortcode.is_empty()
+                && shortcode.bytes().all(|c| c.is_ascii_alphanumeric())
+        }
+    };
+    valid && s.len() <= MAX_GITHUB_LOGIN_LEN
 }
 
 /// Whether `s` is a Kubernetes quantity as a quota or limit takes it: an unsigned decimal
@@ -267,10 +279,17 @@ mod tests {
 
     #[test]
     fn github_logins() {
-        for ok in ["a", "octocat", "Octo-Cat", "a1-b2-c3", &"a".repeat(39)] {
+        // Enterprise Managed Users: `<handle>_<shortcode>`.
+        let emu = ["alice_acme", "mona-lisa_octo", "a_1"];
+        for ok in ["a", "octocat", "Octo-Cat", "a1-b2-c3", &"a".repeat(39)].iter().chain(&emu) {
             assert!(is_github_login(ok), "{ok}");
         }
-        for bad in ["", "-bad", "bad-", "dou--ble", "under_score", "dot.ted", &"a".repeat(40)] {
+        let bad_emu = ["_acme", "alice_", "alice_ac-me", "a_b_c", "-alice_acme"];
+        let long_emu = format!("{}_acme", "a".repeat(35));
+        for bad in ["", "-bad", "bad-", "dou--ble", "dot.ted", &"a".repeat(40), &long_emu]
+            .iter()
+            .chain(&bad_emu)
+        {
             assert!(!is_github_login(bad), "{bad}");
         }
     }

@@ -19,9 +19,16 @@
 //!    (`closed` or `secret`, a field of the team) and the stored [`GitHubLink`] as `known`, then
 //!    the link stored with [`Records::set_team_status`] (a rename keeps the id: the same team). A
 //!    parent team is read here (not in `load`), so a retry waiting for the parent's own first
-//!    sync sees its link once it exists.
+//!    sync sees its link once it exists. An existing GitHub team with the slug that is not
+//!    linked is taken over only with the request's `adopt`, or when GitHub created it since the
+//!    run started ([`CLOCK_SKEW`]; the run's own create whose answer was lost); otherwise the
+//!    step says `unmanaged`, the members are left alone and the status reports it.
 //! 3. `github-members`: observe, [`plan_members`] with the guards of [`SyncTeamSettings`],
-//!    [`apply_plan`]. In plan-only mode the plan is the output and nothing is sent. The
+//!    [`apply_plan`]; additions are held back for an expired invitation (unless the request
+//!    says `reinvite`) and, when [`SyncTeamSettings::invite_non_members`] is off, for someone
+//!    outside the organization; a login GitHub refuses alone (unknown, renamed) is listed as
+//!    failed and the rest goes on. In plan-only mode the plan is the output and nothing is
+//!    sent. The
 //!    mass-removal guard (removing every member, a majority, or more than a fraction and a
 //!    number of people) fails the run permanently, naming the people and the rule; a
 //!    `muster.team.sync` event with `{"allow_mass_removal": true}` (`POST
@@ -36,12 +43,16 @@
 //!    data: the full record), id `<run id>-<environment>`, so a replayed step publishes the same
 //!    ids and JetStream drops the copies. Every run announces every record, so the resync tick
 //!    also repairs an announcement an agent missed.
-//! 6. `record-sync`: the finished sync stored in the team's status (for coalescing).
+//! 6. `record-sync`: the finished sync stored in the team's status (for coalescing), with what
+//!    it left undone ([`SyncProblem`]s: an unmanaged GitHub team, held and refused logins).
 //!
 //! Deleted (tombstoned) team, same shape:
-//! 2. `github-team`: the linked GitHub team deleted when [`GitHub::team_deletion_allowed`],
-//!    otherwise retained (said in the output). A team never linked is not looked up by name:
-//!    Muster deletes only a team it knows it manages.
+//! 2. `github-team`: the linked GitHub team deleted, by id, when
+//!    [`GitHub::team_deletion_allowed`], otherwise retained (said in the output). A team never
+//!    linked is not looked up by name: Muster deletes only a team it knows it manages. GitHub
+//!    deletes child teams with their parent, so while a child team on GitHub is linked to a
+//!    Muster team that is not deleted, nothing is deleted (`blocked`), the team is not purged
+//!    and its status says why.
 //! 3. `github-members`: nothing to do (the team is gone or retained as it is).
 //! 4. `namespaces`: every namespace record of the team set `deleting`.
 //! 5. `announce`: as above.
@@ -79,14 +90,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::github::{
-    AppliedPlan, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
-    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, DesiredTeam, GitHub, Guards,
-    MemberPlan, TeamField, TeamRef, apply_plan, plan_members, slug_for,
+    Adoption, AppliedPlan, DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MAX_REMOVAL_MAJORITY,
+    DEFAULT_MAX_REMOVALS_ABSOLUTE, DEFAULT_MIN_MAINTAINERS, DesiredTeam, GitHub, GitHubError,
+    Guards, HoldReason, MemberPlan, TeamField, TeamRef, apply_plan, plan_members, slug_for,
 };
 use crate::publisher::Publisher;
 use crate::records::{
     Environment, GitHubLink, MAX_PAGE_SIZE, NamespaceFilter, NamespaceRecord, NamespaceSpec,
-    NamespaceState, Records, RecordsError, RoleBinding, SyncMark, Team,
+    NamespaceState, Records, RecordsError, RoleBinding, SyncMark, SyncProblem, SyncProblemKind,
+    Team,
 };
 use crate::workflow::{RunContext, RunError, Workflow};
 
@@ -118,6 +130,10 @@ pub struct SyncTeamSettings {
     pub member_role: String,
     /// The ClusterRole the team's maintainers group (`<group_prefix><slug>-maintainers`) gets.
     pub maintainer_role: String,
+    /// Whether a desired login outside the organization is invited (`github.invite-non-members`).
+    /// Off, such a login is held back and reported: members must already belong to the
+    /// organization, so an offboarded person is not invited back.
+    pub invite_non_members: bool,
 }
 
 impl Default for SyncTeamSettings {
@@ -130,6 +146,7 @@ impl Default for SyncTeamSettings {
             group_prefix: String::new(),
             member_role: "edit".to_owned(),
             maintainer_role: "admin".to_owned(),
+            invite_non_members: true,
         }
     }
 }
@@ -141,6 +158,14 @@ pub struct SyncRequest {
     /// An operator's override of the mass-removal guard for this run.
     #[serde(default)]
     pub allow_mass_removal: bool,
+    /// An operator's explicit adoption of an existing GitHub team that has the team's slug but
+    /// is not linked to it (without it such a team is left alone and reported).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+    /// Send again the invitations that expired (otherwise those logins are held back, so an
+    /// expired invitation is not re-sent on every sync).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reinvite: bool,
     /// The schedule whose tick asked for this sync (set by `resync`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -202,9 +227,13 @@ struct EnsuredTeam {
     /// 0 when only planned (plan-only mode, team not yet linked).
     id: u64,
     slug: String,
-    /// `created`, `updated`, `unchanged` or, in plan-only mode, `planned`.
+    /// `created`, `updated`, `adopted`, `unchanged`, `unmanaged` (an existing team waits for
+    /// an explicit adoption: nothing was changed) or, in plan-only mode, `planned`.
     action: String,
     changed: Vec<TeamField>,
+    /// Why the team was left alone (`unmanaged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 impl EnsuredTeam {
@@ -213,9 +242,17 @@ impl EnsuredTeam {
     }
 
     fn link(&self) -> Option<GitHubLink> {
-        (self.id != 0).then(|| GitHubLink { id: self.id, slug: self.slug.clone() })
+        (self.id != 0 && self.action != "unmanaged" && self.action != "planned")
+            .then(|| GitHubLink { id: self.id, slug: self.slug.clone() })
     }
 }
+
+/// How far GitHub's clock may lag Muster's: a team with the run's slug that GitHub created
+/// after `started_at - CLOCK_SKEW` is the run's own (a create whose answer was lost, retried),
+/// one created earlier is someone else's and needs an explicit adoption. GitHub's `created_at`
+/// has second precision; clocks kept by NTP agree far better than this. A team someone made
+/// by hand within these seconds before the run started is taken for the run's own.
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Output of `github-members`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,10 +297,14 @@ struct Announced {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Teardown {
     /// `deleted`, `already_gone`, `retained` (deletion not allowed), `not_linked` (no GitHub
-    /// team known) or `planned` (plan-only mode).
+    /// team known), `planned` (plan-only mode) or `blocked` (child teams Muster still manages
+    /// would be deleted with it: the teardown waits).
     action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     team: Option<GitHubLink>,
+    /// The Muster teams whose GitHub teams are children of this one (`blocked`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    children: Vec<String>,
 }
 
 /// Output of `purge`.
@@ -323,20 +364,21 @@ impl Workflow for SyncTeam {
             return self.teardown(ctx, &run_id, &team, loaded).await;
         }
 
-        let ensured: EnsuredTeam =
-            ctx.step("github-team", || self.ensure_github_team(&team)).await?;
-        let members: Members = ctx
-            .step("github-members", || {
-                self.sync_members(&team, &ensured, request.allow_mass_removal)
-            })
+        let ensured: EnsuredTeam = ctx
+            .step("github-team", || self.ensure_github_team(&team, loaded.started_at, &request))
             .await?;
+        let members: Members =
+            ctx.step("github-members", || self.sync_members(&team, &ensured, &request)).await?;
         let namespaces: Namespaces =
             ctx.step("namespaces", || self.upsert_namespaces(&team, &loaded.environments)).await?;
         let announced: Announced =
             ctx.step("announce", || self.announce(&run_id, &namespaces.records)).await?;
         let link = ensured.link().or_else(|| team.status.github.clone());
-        ctx.step("record-sync", || self.record_sync(&slug, &run_id, loaded.started_at, link))
-            .await?;
+        let problems = sync_problems(&ensured, &members);
+        ctx.step("record-sync", || {
+            self.record_sync(&slug, &run_id, loaded.started_at, link, problems)
+        })
+        .await?;
 
         Ok(json!({
             "team": slug,
@@ -375,21 +417,62 @@ impl SyncTeam {
         Ok(Loaded { started_at, team: Some(team), environments })
     }
 
-    async fn ensure_github_team(&self, team: &Team) -> Result<EnsuredTeam, RunError> {
+    /// The team as the GitHub port takes it: the stored link as `known`, and whether an
+    /// unlinked GitHub team with its slug may be taken over.
+    pub(crate) async fn desired_team(
+        &self,
+        team: &Team,
+        adopt: Adoption,
+    ) -> Result<DesiredTeam, RunError> {
         let known =
             team.status.github.as_ref().map(|l| TeamRef { id: Some(l.id), slug: l.slug.clone() });
-        let desired = DesiredTeam {
+        Ok(DesiredTeam {
             name: team.spec.name.clone(),
             description: team.spec.description.clone(),
             privacy: team.spec.privacy,
             parent: self.parent_slug(team).await?,
             known,
+            adopt,
+        })
+    }
+
+    /// Creates or updates the GitHub team. An existing GitHub team with the team's slug that
+    /// is not linked is taken over only when the request says `adopt`, or when GitHub created
+    /// it after this run started (the run's own create, whose answer was lost); otherwise it
+    /// is left alone, the step says `unmanaged` and the members are not touched.
+    async fn ensure_github_team(
+        &self,
+        team: &Team,
+        started_at: DateTime<Utc>,
+        request: &SyncRequest,
+    ) -> Result<EnsuredTeam, RunError> {
+        let adopt = if request.adopt {
+            Adoption::Allowed
+        } else {
+            let skew = chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default();
+            Adoption::CreatedSince(started_at - skew)
         };
-        let got = self.github.ensure_team(&desired).await?;
+        let desired = self.desired_team(team, adopt).await?;
+        let got = match self.github.ensure_team(&desired).await {
+            Ok(got) => got,
+            Err(GitHubError::Unmanaged { id, slug }) => {
+                let problem = GitHubError::Unmanaged { id, slug: slug.clone() }.to_string();
+                return Ok(EnsuredTeam {
+                    id,
+                    slug,
+                    action: "unmanaged".to_owned(),
+                    changed: Vec::new(),
+                    problem: Some(problem),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let action = if self.github.is_plan_only() {
             "planned"
         } else if got.created {
             "created"
+        } else if got.adopted {
+            "adopted"
         } else if got.changed.is_empty() {
             "unchanged"
         } else {
@@ -400,6 +483,7 @@ impl SyncTeam {
             slug: got.slug,
             action: action.to_owned(),
             changed: got.changed,
+            problem: None,
         };
         if let Some(link) = ensured.link()
             && team.status.github.as_ref() != Some(&link)
@@ -438,14 +522,44 @@ impl SyncTeam {
         &self,
         team: &Team,
         ensured: &EnsuredTeam,
-        allow_mass_removal: bool,
+        request: &SyncRequest,
     ) -> Result<Members, RunError> {
         let plan_only = self.github.is_plan_only();
+        if let Some(problem) = &ensured.problem {
+            return Ok(Members {
+                plan_only,
+                skipped: Some(problem.clone()),
+                plan: MemberPlan::default(),
+                applied: None,
+            });
+        }
         let team_ref = ensured.team_ref();
-        let observed = if plan_only && ensured.id == 0 {
-            Vec::new()
+        let plan = self.member_plan(team, &team_ref, request).await?;
+        let applied = if plan_only {
+            None
         } else {
-            self.github.team_members(&team_ref).await?
+            Some(apply_plan(self.github.as_ref(), &team_ref, &plan).await?)
+        };
+        Ok(Members { plan_only, skipped: None, plan, applied })
+    }
+
+    /// The member plan for `team` against its GitHub team as it is now: observed members,
+    /// the guards of [`SyncTeamSettings`] with the request's override, and additions held back
+    /// (an expired invitation unless `reinvite`; someone outside the organization when
+    /// invitations are off).
+    ///
+    /// # Errors
+    /// Permanent when a guard refuses the plan; GitHub's and the records' errors.
+    pub(crate) async fn member_plan(
+        &self,
+        team: &Team,
+        team_ref: &TeamRef,
+        request: &SyncRequest,
+    ) -> Result<MemberPlan, RunError> {
+        // A team not on GitHub yet (planned, or to be created) has no members to read.
+        let observed = match team_ref.id {
+            None => Vec::new(),
+            Some(_) => self.github.team_members(team_ref).await?,
         };
         let guards = Guards {
             max_removal_fraction: self.settings.max_removal_fraction,
@@ -453,15 +567,27 @@ impl SyncTeam {
             max_removal_majority: self.settings.max_removal_majority,
             min_maintainers: self.settings.min_maintainers,
             acting_login: self.github.acting_login().await?,
-            allow_mass_removal,
+            allow_mass_removal: request.allow_mass_removal,
         };
-        let plan = plan_members(&team.spec.members, &team.spec.maintainers, &observed, &guards)?;
-        let applied = if plan_only {
-            None
-        } else {
-            Some(apply_plan(self.github.as_ref(), &team_ref, &plan).await?)
-        };
-        Ok(Members { plan_only, skipped: None, plan, applied })
+        let mut plan =
+            plan_members(&team.spec.members, &team.spec.maintainers, &observed, &guards)?;
+        if plan.add.is_empty() {
+            return Ok(plan);
+        }
+        let expired: Vec<String> =
+            if request.reinvite { Vec::new() } else { self.github.expired_invitations().await? };
+        let mut held = BTreeMap::new();
+        for add in &plan.add {
+            if expired.iter().any(|l| l.eq_ignore_ascii_case(&add.login)) {
+                held.insert(add.login.clone(), HoldReason::InvitationExpired);
+            } else if !self.settings.invite_non_members
+                && !self.github.is_org_member(&add.login).await?
+            {
+                held.insert(add.login.clone(), HoldReason::NotOrgMember);
+            }
+        }
+        plan.hold_back(|login| held.get(login).copied());
+        Ok(plan)
     }
 
     /// The record of `team` in `environment`: quota and limits from the environment's
@@ -493,19 +619,22 @@ impl SyncTeam {
         (spec, known)
     }
 
+    /// The team's namespace records, by environment.
+    pub(crate) async fn namespace_records(
+        &self,
+        team: &Team,
+    ) -> Result<BTreeMap<String, NamespaceRecord>, RunError> {
+        let filter = NamespaceFilter { team: Some(team.slug().to_owned()), ..Default::default() };
+        let records = self.records.list_namespaces(&filter).await?;
+        Ok(records.into_iter().map(|r| (r.spec.environment.clone(), r)).collect())
+    }
+
     async fn upsert_namespaces(
         &self,
         team: &Team,
         environments: &[Environment],
     ) -> Result<Namespaces, RunError> {
-        let filter = NamespaceFilter { team: Some(team.slug().to_owned()), ..Default::default() };
-        let before: BTreeMap<String, NamespaceRecord> = self
-            .records
-            .list_namespaces(&filter)
-            .await?
-            .into_iter()
-            .map(|r| (r.spec.environment.clone(), r))
-            .collect();
+        let before = self.namespace_records(team).await?;
         let mut out = Namespaces::default();
         for environment in environments {
             let (spec, profile_known) = self.namespace_spec(team, environment);
@@ -605,6 +734,7 @@ impl SyncTeam {
         run_id: &str,
         started_at: DateTime<Utc>,
         github: Option<GitHubLink>,
+        problems: Vec<SyncProblem>,
     ) -> Result<SyncMark, RunError> {
         let mark = SyncMark { run_id: run_id.to_owned(), started_at, finished_at: Utc::now() };
         // Read again: the status may have changed since `load` (this run's own link).
@@ -613,6 +743,7 @@ impl SyncTeam {
             status.github = github;
         }
         status.last_sync = Some(mark.clone());
+        status.problems = problems;
         self.records.set_team_status(slug, status).await?;
         Ok(mark)
     }
@@ -642,11 +773,23 @@ impl SyncTeam {
             ctx.step("namespaces", || self.mark_all_deleting(team)).await?;
         let announced: Announced =
             ctx.step("announce", || self.announce(run_id, &namespaces.records)).await?;
-        let purge: Purge = ctx.step("purge", || self.purge_if_complete(&slug)).await?;
+        let blocked = github.action == "blocked";
+        let purge: Purge = ctx
+            .step("purge", || async {
+                if blocked {
+                    // The GitHub team is still there: purging would orphan it.
+                    return Ok(Purge { purged: false, waiting: BTreeMap::new() });
+                }
+                self.purge_if_complete(&slug).await
+            })
+            .await?;
         if !purge.purged {
             let link = team.status.github.clone();
-            ctx.step("record-sync", || self.record_sync(&slug, run_id, loaded.started_at, link))
-                .await?;
+            let problems = teardown_problems(&github);
+            ctx.step("record-sync", || {
+                self.record_sync(&slug, run_id, loaded.started_at, link, problems)
+            })
+            .await?;
         }
         Ok(json!({
             "team": slug,
@@ -660,18 +803,57 @@ impl SyncTeam {
         }))
     }
 
+    /// Deletes the linked GitHub team when allowed, by its id. GitHub deletes a team's child
+    /// teams with it, so a team whose GitHub children are linked to Muster teams that are not
+    /// deleted is not deleted: the teardown waits (`blocked`) until they are deleted or moved.
     async fn teardown_github(&self, team: &Team) -> Result<Teardown, RunError> {
         let link = team.status.github.clone();
+        let mut children = Vec::new();
         let action = match &link {
             _ if self.github.is_plan_only() => "planned",
             None => "not_linked",
             Some(_) if !self.github.team_deletion_allowed() => "retained",
             Some(link) => {
                 let team_ref = TeamRef { id: Some(link.id), slug: link.slug.clone() };
-                if self.github.delete_team(&team_ref).await? { "deleted" } else { "already_gone" }
+                children = self.managed_children(&team_ref).await?;
+                if !children.is_empty() {
+                    "blocked"
+                } else if self.github.delete_team(&team_ref).await? {
+                    "deleted"
+                } else {
+                    "already_gone"
+                }
             }
         };
-        Ok(Teardown { action: action.to_owned(), team: link })
+        Ok(Teardown { action: action.to_owned(), team: link, children })
+    }
+
+    /// The live (not deleted) Muster teams linked to a child team of `team` on GitHub.
+    async fn managed_children(&self, team: &TeamRef) -> Result<Vec<String>, RunError> {
+        let children = self.github.child_teams(team).await?;
+        if children.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut managed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.records.list_teams(after.as_deref(), MAX_PAGE_SIZE).await?;
+            for candidate in &page.items {
+                let linked = candidate
+                    .status
+                    .github
+                    .as_ref()
+                    .is_some_and(|l| children.iter().any(|c| c.id == Some(l.id)));
+                if linked && !candidate.is_deleted() {
+                    managed.push(candidate.slug().to_owned());
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(managed)
     }
 
     async fn purge_if_complete(&self, slug: &str) -> Result<Purge, RunError> {
@@ -726,6 +908,51 @@ fn deleting_names(records: &[NamespaceRecord]) -> Vec<String> {
     records.iter().filter(|r| r.state == NamespaceState::Deleting).map(|r| r.name.clone()).collect()
 }
 
+/// What a live sync leaves undone, for the team's status.
+fn sync_problems(ensured: &EnsuredTeam, members: &Members) -> Vec<SyncProblem> {
+    let mut problems = Vec::new();
+    if let Some(message) = &ensured.problem {
+        problems.push(SyncProblem {
+            kind: SyncProblemKind::UnmanagedGitHubTeam,
+            login: None,
+            message: message.clone(),
+        });
+    }
+    for held in &members.plan.held {
+        problems.push(SyncProblem {
+            kind: SyncProblemKind::LoginHeld,
+            login: Some(held.login.clone()),
+            message: format!("{} was not added: {}", held.login, held.reason.describe()),
+        });
+    }
+    for failed in members.applied.iter().flat_map(|a| &a.failed) {
+        problems.push(SyncProblem {
+            kind: SyncProblemKind::LoginRefused,
+            login: Some(failed.login.clone()),
+            message: failed.error.clone(),
+        });
+    }
+    problems
+}
+
+/// What a teardown waits for on GitHub, for the team's status.
+fn teardown_problems(github: &Teardown) -> Vec<SyncProblem> {
+    if github.action != "blocked" {
+        return Vec::new();
+    }
+    let slug = github.team.as_ref().map_or("", |l| l.slug.as_str());
+    vec![SyncProblem {
+        kind: SyncProblemKind::ManagedChildTeams,
+        login: None,
+        message: format!(
+            "GitHub team {slug:?} is not deleted: GitHub would delete its child teams with it, \
+             and these Muster teams still manage them: {}; delete them or change their parent \
+             first",
+            github.children.join(", ")
+        ),
+    }]
+}
+
 fn members_summary(members: &Members) -> serde_json::Value {
     let mut out = json!({
         "plan_only": members.plan_only,
@@ -733,6 +960,15 @@ fn members_summary(members: &Members) -> serde_json::Value {
         "protected": members.plan.protected,
         "unchanged": members.plan.unchanged,
     });
+    for (key, logins) in [("owners", &members.plan.owners), ("inherited", &members.plan.inherited)]
+    {
+        if !logins.is_empty() {
+            out[key] = json!(logins);
+        }
+    }
+    if !members.plan.held.is_empty() {
+        out["held"] = json!(members.plan.held);
+    }
     if let Some(skipped) = &members.skipped {
         out["skipped"] = json!(skipped);
     }
@@ -742,6 +978,9 @@ fn members_summary(members: &Members) -> serde_json::Value {
             out["invited"] = json!(applied.invited);
             out["role_changed"] = json!(applied.role_changed);
             out["removed"] = json!(applied.removed);
+            if !applied.failed.is_empty() {
+                out["failed"] = json!(applied.failed);
+            }
         }
         None if members.skipped.is_none() => out["plan"] = json!(members.plan),
         None => {}
@@ -759,6 +998,8 @@ fn namespaces_summary(namespaces: &Namespaces) -> serde_json::Value {
         "superseded": namespaces.superseded,
     })
 }
+
+pub mod preview;
 
 #[cfg(test)]
 mod tests;

@@ -311,7 +311,7 @@ async fn a_nested_team_names_its_parents_github_team() {
 }
 
 #[tokio::test]
-async fn a_rate_limit_is_a_retry_after_and_the_retry_converges() {
+async fn a_rate_limit_throttles_the_run_and_the_retry_converges() {
     let f = Fixture::live().await;
     f.create_team().await;
     let journal = MemoryJournal::new();
@@ -321,7 +321,7 @@ async fn a_rate_limit_is_a_retry_after_and_the_retry_converges() {
         message: "slow down".into(),
     });
     let err = f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Retryable { after: Some(Duration::from_secs(61)) });
+    assert_eq!(err.kind, ErrorKind::Throttled { after: Duration::from_secs(61) });
     assert!(f.github.teams().is_empty());
     f.run_on("sync_team-1", &journal, created()).await.unwrap();
     assert_eq!(logins(&f.github_team().members).len(), 4);
@@ -362,32 +362,133 @@ async fn plan_only_records_the_plan_and_sends_nothing() {
 }
 
 #[tokio::test]
+async fn an_existing_github_team_is_left_alone_until_an_operator_adopts_it() {
+    let f = Fixture::live().await;
+    let secret = vec![
+        Member::active("zed", Role::Maintainer),
+        Member::active("yan", Role::Member),
+        Member::active("xu", Role::Member),
+    ];
+    let id = f.github.insert_team("Payments", secret.clone());
+    f.create_team().await;
+
+    let output = f.run("sync_team-1", created()).await.unwrap();
+    assert_eq!(output["github"]["team"]["action"], "unmanaged");
+    assert_eq!(f.github.writes(), Vec::<String>::new(), "nothing sent to the unmanaged team");
+    assert_eq!(f.github_team().members, secret);
+    assert_eq!(output["namespaces"]["created"], json!(["payments-dev", "payments-prod"]));
+    let status = f.records.get_team("payments").await.unwrap().status;
+    assert_eq!(status.github, None, "not linked");
+    assert_eq!(status.problems.len(), 1, "{status:?}");
+    assert_eq!(status.problems[0].kind, SyncProblemKind::UnmanagedGitHubTeam);
+    assert!(status.problems[0].message.contains("--adopt"), "{:?}", status.problems[0]);
+
+    // Adopting replaces all three people: the mass-removal guard still holds.
+    let err = f.run("sync_team-2", sync("e-adopt", json!({"adopt": true}))).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("zed, yan, xu"), "{err}");
+    assert!(!f.github.writes().iter().any(|w| w.starts_with("remove")), "nothing removed");
+    let status = f.records.get_team("payments").await.unwrap().status;
+    assert_eq!(status.github.map(|l| l.id), Some(id), "adopted: linked, members not yet synced");
+
+    let output =
+        f.run("sync_team-3", sync("e-both", json!({"allow_mass_removal": true}))).await.unwrap();
+    assert_eq!(output["github"]["members"]["removed"], json!(["zed", "yan", "xu"]));
+    assert_eq!(logins(&f.github_team().members), ["alice:M", "bob:m", "carol:m"]);
+    let status = f.records.get_team("payments").await.unwrap().status;
+    assert_eq!(status.github.map(|l| l.id), Some(id), "linked to the adopted team");
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
+}
+
+#[tokio::test]
+async fn a_team_created_by_the_run_whose_answer_was_lost_is_its_own() {
+    let f = Fixture::live().await;
+    f.create_team().await;
+    f.github.lose_next_answer();
+    let journal = MemoryJournal::new();
+    let err = f.run_on("sync_team-1", &journal, created()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(f.github.teams().len(), 1, "GitHub created the team");
+
+    let output = f.run_on("sync_team-1", &journal, created()).await.unwrap();
+    assert_eq!(output["github"]["team"]["action"], "adopted");
+    assert_eq!(logins(&f.github_team().members), ["alice:M", "bob:m", "carol:m", "muster-bot:M"]);
+}
+
+#[tokio::test]
 async fn the_mass_removal_guard_names_the_people_and_can_be_overridden() {
     let f = Fixture::live().await;
-    let strangers = ["x1", "x2", "x3", "x4"];
-    let mut members = vec![
-        Member::active("alice", Role::Maintainer),
-        Member::active("bob", Role::Member),
-        Member::active("carol", Role::Member),
-    ];
-    members.extend(strangers.iter().map(|l| Member::active(*l, Role::Member)));
-    f.github.insert_team("Payments", members);
     f.create_team().await;
-    let mut adopted = f.github_team();
-    adopted.description = "Moves money".into();
+    f.run("sync_team-1", created()).await.unwrap();
+    let strangers = ["x1", "x2", "x3", "x4"];
+    let mut members = f.github_team().members;
+    members.extend(strangers.iter().map(|l| Member::active(*l, Role::Member)));
+    f.github.set_members(f.github_team().id, members);
 
-    let err = f.run("sync_team-1", created()).await.unwrap_err();
+    let err = f.run("sync_team-2", created()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("x1, x2, x3, x4"), "{err}");
     assert!(!f.github.writes().iter().any(|w| w.starts_with("remove")), "nothing removed");
 
     let output = f
-        .run("sync_team-2", sync("e-override", json!({"allow_mass_removal": true})))
+        .run("sync_team-3", sync("e-override", json!({"allow_mass_removal": true})))
         .await
         .unwrap();
     assert_eq!(output["github"]["members"]["removed"], json!(strangers));
-    assert_eq!(logins(&f.github_team().members), ["alice:M", "bob:m", "carol:m"]);
-    assert_eq!(f.github_team().id, adopted.id, "the existing team was adopted");
+    assert_eq!(logins(&f.github_team().members), ["alice:M", "bob:m", "carol:m", "muster-bot:M"]);
+}
+
+#[tokio::test]
+async fn a_login_github_refuses_is_reported_and_the_rest_is_synced() {
+    let f = Fixture::live().await;
+    f.create_team().await;
+    f.github.unknown_logins(&["bob"]);
+    let output = f.run("sync_team-1", created()).await.unwrap();
+    assert_eq!(logins(&f.github_team().members), ["alice:M", "carol:m", "muster-bot:M"]);
+    assert_eq!(output["github"]["members"]["failed"][0]["login"], "bob");
+    assert_eq!(output["namespaces"]["created"], json!(["payments-dev", "payments-prod"]));
+    let problems = f.records.get_team("payments").await.unwrap().status.problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].kind, SyncProblemKind::LoginRefused);
+    assert_eq!(problems[0].login.as_deref(), Some("bob"));
+
+    // Fixed (bob renamed back, say): the next sync adds him and clears the problem.
+    f.github.unknown_logins(&[]);
+    f.run("sync_team-2", created()).await.unwrap();
+    assert_eq!(logins(&f.github_team().members), ["alice:M", "bob:m", "carol:m", "muster-bot:M"]);
+    assert!(f.records.get_team("payments").await.unwrap().status.problems.is_empty());
+}
+
+#[tokio::test]
+async fn expired_invitations_and_outsiders_are_held_back_when_asked() {
+    let records = MemoryRecords::new();
+    let github = MemoryGitHub::new(Some(BOT));
+    let workflow = SyncTeam::new(
+        Arc::new(records.clone()),
+        Arc::new(github.clone()),
+        Arc::new(MemoryPublisher::new()),
+        SyncTeamSettings { invite_non_members: false, ..SyncTeamSettings::default() },
+    );
+    records.create_team(spec(), &Actor::system()).await.unwrap();
+    github.outside_org(&["carol"]);
+    github.expire_invitations(&["bob"]);
+    let mut ctx = RunContext::new("sync_team-1", 1, Box::new(MemoryJournal::new()));
+    let output = workflow.run(&mut ctx, created()).await.unwrap();
+    let held = &output["github"]["members"]["held"];
+    assert_eq!(held[0], json!({"login": "bob", "reason": "invitation_expired"}), "{output}");
+    assert_eq!(held[1], json!({"login": "carol", "reason": "not_org_member"}), "{output}");
+    assert!(
+        !github.writes().iter().any(|w| w.starts_with("set bob") || w.starts_with("set carol")),
+        "{:?}",
+        github.writes()
+    );
+    let problems = records.get_team("payments").await.unwrap().status.problems;
+    assert_eq!(problems.iter().filter(|p| p.kind == SyncProblemKind::LoginHeld).count(), 2);
+
+    // An operator's reinvite sends the expired one again.
+    let mut ctx = RunContext::new("sync_team-2", 1, Box::new(MemoryJournal::new()));
+    workflow.run(&mut ctx, sync("e-re", json!({"reinvite": true}))).await.unwrap();
+    assert!(github.writes().iter().any(|w| w == "set bob member"), "{:?}", github.writes());
 }
 
 #[tokio::test]
@@ -549,6 +650,42 @@ async fn teardown_deletes_the_github_team_when_allowed() {
     assert_eq!(output["purged"], true, "no environment has clusters");
     assert_eq!(f.announced_ids().len(), 4, "the deleting records were announced first");
     assert!(matches!(f.records.get_team("payments").await, Err(RecordsError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn teardown_waits_while_muster_manages_child_teams_of_the_github_team() {
+    let f = Fixture::new(MemoryGitHub::new(Some(BOT)).allowing_deletion()).await;
+    f.create_team().await;
+    f.run("sync_team-1", created()).await.unwrap();
+    let child = TeamSpec {
+        slug: "payments-eu".into(),
+        name: "Payments EU".into(),
+        parent: Some("payments".into()),
+        ..spec()
+    };
+    f.records.create_team(child, &Actor::system()).await.unwrap();
+    let for_child = |ty: &str, id: &str| {
+        EventBuilderV10::new().id(id).source("/test").ty(ty).subject("payments-eu").build().unwrap()
+    };
+    f.run("sync_team-2", for_child("muster.team.created", "e-c")).await.unwrap();
+    assert_eq!(f.github.teams().len(), 2);
+
+    f.records.delete_team("payments", None, &Actor::system()).await.unwrap();
+    let output = f.run("sync_team-3", event("muster.team.deleted", "e-d", None)).await.unwrap();
+    assert_eq!(output["github"]["team"]["action"], "blocked");
+    assert_eq!(output["github"]["team"]["children"], json!(["payments-eu"]));
+    assert_eq!(output["purged"], false);
+    assert_eq!(f.github.teams().len(), 2, "neither team deleted");
+    let problems = f.records.get_team("payments").await.unwrap().status.problems;
+    assert_eq!(problems[0].kind, SyncProblemKind::ManagedChildTeams, "{problems:?}");
+
+    // Once the child is deleted too, the parent goes.
+    f.records.delete_team("payments-eu", None, &Actor::system()).await.unwrap();
+    f.run("sync_team-4", for_child("muster.team.deleted", "e-cd")).await.unwrap();
+    let output = f.run("sync_team-5", event("muster.team.deleted", "e-d2", None)).await.unwrap();
+    assert_eq!(output["github"]["team"]["action"], "deleted");
+    assert_eq!(output["purged"], true);
+    assert!(f.github.teams().is_empty());
 }
 
 #[tokio::test]
