@@ -18,6 +18,7 @@ use std::fmt;
 
 use super::error::{RecordsError, RecordsResult};
 use super::namespace::namespace_name;
+use super::namespace::NamespaceFilter;
 use super::port::{MAX_PAGE_SIZE, Records};
 use super::validation::MAX_DNS_LABEL_LEN;
 
@@ -109,8 +110,19 @@ impl NamespaceNames {
         NamespaceNames { teams, environments, pairs }
     }
 
+    /// Adds the name of a stored namespace record whose pair the teams and environments no
+    /// longer give: a record of a deleted environment, `deleting` until its team's teardown or
+    /// the agents remove it, keeps its name in the clusters meanwhile.
+    fn add_record(&mut self, team: &str, environment: &str) {
+        let holders = self.pairs.entry(namespace_name(team, environment)).or_default();
+        if !holders.iter().any(|(t, e)| t == team && e == environment) {
+            holders.push((team.to_owned(), environment.to_owned()));
+        }
+    }
+
     /// Every team's slug (tombstones included) and every environment's name in `records`,
-    /// read page by page.
+    /// read page by page, and the names of the namespace records (those of deleted
+    /// environments included).
     ///
     /// # Errors
     /// What the store answers; a permanent `Backend` error when a list has more than
@@ -140,7 +152,11 @@ impl NamespaceNames {
                 None => break,
             }
         }
-        Ok(Self::new(teams, environments))
+        let mut names = Self::new(teams, environments);
+        for record in records.list_namespaces(&NamespaceFilter::default()).await? {
+            names.add_record(&record.spec.team, &record.spec.environment);
+        }
+        Ok(names)
     }
 
     /// Why `team` × `environment` cannot have its namespace: its name is too long, or another
@@ -209,7 +225,7 @@ fn advanced(
 mod tests {
     use super::*;
     use crate::memory::MemoryRecords;
-    use crate::records::{Actor, EnvironmentSpec, TeamSpec};
+    use crate::records::{Actor, EnvironmentSpec, NamespaceSpec, TeamSpec};
 
     fn taken(name: &str, team: &str, env: &str, other: (&str, &str)) -> NamespaceNameProblem {
         NamespaceNameProblem::Taken {
@@ -318,5 +334,49 @@ mod tests {
         assert!(records.purge_team("a-b").await.unwrap());
         let names = NamespaceNames::load(&records).await.unwrap();
         assert!(names.problems_of_team("a").is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_of_deleted_environments_keep_their_names_until_removed() {
+        let records = MemoryRecords::new();
+        let actor = Actor::system();
+        records.create_environment(EnvironmentSpec::named("c"), &actor).await.unwrap();
+        let team = TeamSpec {
+            slug: "a-b".into(),
+            name: "A B".into(),
+            description: String::new(),
+            members: Vec::new(),
+            maintainers: vec!["carol".into()],
+            parent: None,
+            privacy: Default::default(),
+            quota_profile: None,
+            labels: Default::default(),
+        };
+        records.create_team(team, &actor).await.unwrap();
+        // Team `a-b`'s record in environment `c`, which is then deleted: the namespace
+        // `a-b-c` is still being torn down in the clusters.
+        let spec = NamespaceSpec {
+            team: "a-b".into(),
+            environment: "c".into(),
+            quota: Default::default(),
+            limits: Default::default(),
+            role_bindings: Vec::new(),
+            quota_profile: None,
+            labels: Default::default(),
+            target_clusters: vec!["dev-1".into()],
+            allow_deletion: true,
+            network_policy: false,
+        };
+        records.upsert_namespace(spec).await.unwrap();
+        records.delete_environment("c", None, &actor).await.unwrap();
+
+        let names = NamespaceNames::load(&records).await.unwrap();
+        assert_eq!(names.problems("a", "b-c"), [taken("a-b-c", "a", "b-c", ("a-b", "c"))]);
+        assert_eq!(names.problems_of_team("a"), [], "no environment `b-c` yet");
+        assert!(names.problems("a-b", "c").is_empty(), "its own record");
+
+        assert!(records.delete_namespace("a-b", "c").await.unwrap());
+        let names = NamespaceNames::load(&records).await.unwrap();
+        assert!(names.problems("a", "b-c").is_empty());
     }
 }
