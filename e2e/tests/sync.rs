@@ -673,3 +673,72 @@ async fn a_parent_team_is_not_deleted_while_it_has_child_teams() -> anyhow::Resu
     assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await?);
     engine.stop().await
 }
+
+/// An offboarded person is not invited back when members must already belong to the
+/// organization, and an expired invitation is not sent again on every sync: both are held back
+/// and reported on the team.
+#[tokio::test]
+async fn offboarded_people_and_expired_invitations_are_held_back() -> anyhow::Result<()> {
+    let fake = FakeGitHub::start(ORG).await?;
+    fake.add_org_members(["alice", "bob", "carol"]);
+    let mut world = world_with_github(&fake, "invite-non-members = false\n").await?;
+    let mut engine = world.start_engine().await?;
+    let http = Client::new();
+    let api = engine.api.clone();
+    post(&http, format!("{api}/v1/teams"), team_body(&["alice", "bob"], &["carol"])).await?;
+    wait_members(
+        &fake,
+        "payments",
+        &[
+            ("alice", "member"),
+            ("bob", "member"),
+            ("carol", "maintainer"),
+            ("muster-bot", "maintainer"),
+        ],
+    )
+    .await?;
+    settle(&mut world, "sync_team").await?;
+
+    // Bob leaves the company: GitHub removes him from the organization and its teams. The
+    // next sync (the organization webhook's, here the API's) does not invite him back.
+    fake.remove_org_member("bob");
+    fake.clear_log();
+    sync_now(&world, &engine, &http).await?;
+    assert!(fake.mutations().is_empty(), "nobody invited: {:?}", fake.mutations());
+    let team = wait_problem(&http, &api, "login_held").await?;
+    assert_eq!(team["status"]["problems"][0]["login"], "bob", "{team}");
+    assert!(fake.team("payments").unwrap().pending.is_empty());
+    engine.stop().await?;
+
+    // Invitations allowed: dave is invited once; when his invitation expires it is not sent
+    // again on the next sync.
+    world.use_config(&format!(
+        "[github]\napi-url = \"{}\"\norg = \"{ORG}\"\nwrite-interval = \"10ms\"\n",
+        fake.url()
+    ))?;
+    let mut engine = world.start_engine().await?;
+    let api = engine.api.clone();
+    let patch = json!({"members": ["alice", "dave"]});
+    let response = http
+        .patch(format!("{api}/v1/teams/payments"))
+        .header("content-type", "application/merge-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await?);
+    wait_for("dave's invitation", WAIT, || async {
+        fake.team("payments").filter(|t| t.pending.contains_key("dave")).map(|_| ())
+    })
+    .await?;
+    settle(&mut world, "sync_team").await?;
+    assert!(fake.expire_invitation("dave"));
+    fake.clear_log();
+    sync_now(&world, &engine, &http).await?;
+    let invites: Vec<_> =
+        fake.mutations().into_iter().filter(|r| r.path.ends_with("/dave")).collect();
+    assert!(invites.is_empty(), "not re-sent: {invites:?}");
+    let team = wait_problem(&http, &api, "login_held").await?;
+    let message = team["status"]["problems"][0]["message"].as_str().unwrap_or("").to_owned();
+    assert!(message.contains("expired"), "{team}");
+    engine.stop().await
+}
