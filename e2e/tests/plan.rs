@@ -310,7 +310,7 @@ async fn an_unlinked_github_team_is_adopted_as_planned() -> anyhow::Result<()> {
     let text = lines(&adopting);
     for line in [
         format!("  adopt existing team payments (id {id})"),
-        "  ~ description → \"Moves money\"".to_owned(),
+        "  ~ description \"\" → \"Moves money\"".to_owned(),
         "  + bob (member)".to_owned(),
         "  + carol (maintainer)".to_owned(),
         "  ~ alice maintainer → member".to_owned(),

@@ -441,22 +441,25 @@ struct GitHubState {
     failures: VecDeque<GitHubError>,
 }
 
-/// The fields of `existing` that differ from `desired`.
-fn differences(existing: &MemoryTeam, desired: &DesiredTeam) -> Vec<TeamField> {
-    let mut changed = Vec::new();
+/// The fields of `existing` that differ from `desired`, with what they hold.
+fn differences(
+    existing: &MemoryTeam,
+    desired: &DesiredTeam,
+) -> BTreeMap<TeamField, Option<String>> {
+    let mut previous = BTreeMap::new();
     if existing.name != desired.name {
-        changed.push(TeamField::Name);
+        previous.insert(TeamField::Name, Some(existing.name.clone()));
     }
     if existing.description != desired.description {
-        changed.push(TeamField::Description);
+        previous.insert(TeamField::Description, Some(existing.description.clone()));
     }
     if existing.privacy != desired.privacy {
-        changed.push(TeamField::Privacy);
+        previous.insert(TeamField::Privacy, Some(existing.privacy.as_str().to_owned()));
     }
     if existing.parent != desired.parent {
-        changed.push(TeamField::Parent);
+        previous.insert(TeamField::Parent, existing.parent.clone());
     }
-    changed
+    previous
 }
 
 impl GitHubState {
@@ -617,7 +620,14 @@ impl GitHub for MemoryGitHub {
             if std::mem::take(&mut s.lose_next_answer) {
                 return Err(GitHubError::Transport { message: "the answer was lost".into() });
             }
-            return Ok(GitHubTeam { id, slug, created: true, adopted: false, changed: Vec::new() });
+            return Ok(GitHubTeam {
+                id,
+                slug,
+                created: true,
+                adopted: false,
+                changed: Vec::new(),
+                previous: BTreeMap::new(),
+            });
         };
         let existing = s.teams.get_mut(&id).expect("found above");
         let may_adopt = match team.adopt {
@@ -628,7 +638,8 @@ impl GitHub for MemoryGitHub {
         if adopted && !may_adopt {
             return Err(GitHubError::Unmanaged { id, slug: existing.slug.clone() });
         }
-        let changed = differences(existing, team);
+        let previous = differences(existing, team);
+        let changed: Vec<TeamField> = previous.keys().copied().collect();
         if changed.contains(&TeamField::Name) {
             existing.name = team.name.clone();
             existing.slug = slug_for(&team.name);
@@ -640,7 +651,7 @@ impl GitHub for MemoryGitHub {
         if !changed.is_empty() {
             s.writes.push(format!("update team {slug}"));
         }
-        Ok(GitHubTeam { id, slug, created: false, adopted, changed })
+        Ok(GitHubTeam { id, slug, created: false, adopted, changed, previous })
     }
 
     async fn plan_team(&self, team: &DesiredTeam) -> Result<GitHubTeam, GitHubError> {
@@ -651,6 +662,7 @@ impl GitHub for MemoryGitHub {
                 created: team.known.is_none(),
                 adopted: false,
                 changed: Vec::new(),
+                previous: BTreeMap::new(),
             });
         }
         let mut s = lock(&self.state);
@@ -662,11 +674,20 @@ impl GitHub for MemoryGitHub {
                 created: true,
                 adopted: false,
                 changed: Vec::new(),
+                previous: BTreeMap::new(),
             },
             Some((id, adopted)) => {
                 let existing = &s.teams[&id];
-                let changed = differences(existing, team);
-                GitHubTeam { id, slug: existing.slug.clone(), created: false, adopted, changed }
+                let previous = differences(existing, team);
+                let changed = previous.keys().copied().collect();
+                GitHubTeam {
+                    id,
+                    slug: existing.slug.clone(),
+                    created: false,
+                    adopted,
+                    changed,
+                    previous,
+                }
             }
         })
     }

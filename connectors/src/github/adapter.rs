@@ -1,6 +1,6 @@
 //! [`OctocrabGitHub`]: the [`GitHub`] port over GitHub's REST API with octocrab.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -229,6 +229,7 @@ impl GitHub for OctocrabGitHub {
                 created: team.known.is_none(),
                 adopted: false,
                 changed: Vec::new(),
+                previous: BTreeMap::new(),
             }),
             Mode::Live(live) => {
                 let parent_id = live.parent_id(team).await?;
@@ -239,16 +240,11 @@ impl GitHub for OctocrabGitHub {
                         created: true,
                         adopted: false,
                         changed: Vec::new(),
+                        previous: BTreeMap::new(),
                     },
                     Some((found, adopted)) => {
-                        let (_, changed) = differences(&found, team, parent_id);
-                        GitHubTeam {
-                            id: found.id.0,
-                            slug: found.slug,
-                            created: false,
-                            adopted,
-                            changed,
-                        }
+                        let (_, previous) = differences(&found, team, parent_id);
+                        existing(found.id.0, found.slug, adopted, previous)
                     }
                 })
             }
@@ -444,15 +440,9 @@ impl Live {
         if adopted {
             warn!(slug = %team.slug, id = team.id.0, "adopting an existing GitHub team");
         }
-        let (patch, changed) = differences(&team, desired, parent_id);
-        if changed.is_empty() {
-            return Ok(GitHubTeam {
-                id: team.id.0,
-                slug: team.slug,
-                created: false,
-                adopted,
-                changed,
-            });
+        let (patch, previous) = differences(&team, desired, parent_id);
+        if previous.is_empty() {
+            return Ok(existing(team.id.0, team.slug, adopted, previous));
         }
         let action = format!("update team {:?}", team.slug);
         let path =
@@ -460,8 +450,8 @@ impl Live {
         let reply =
             self.send(&self.crab, Method::PATCH, &path, Some(Value::Object(patch)), &action).await;
         let updated: FullTeam = parse(&ok_or(self, reply, &action)?, &action)?;
-        debug!(slug = %updated.slug, ?changed, "team updated");
-        Ok(GitHubTeam { id: updated.id.0, slug: updated.slug, created: false, adopted, changed })
+        debug!(slug = %updated.slug, ?previous, "team updated");
+        Ok(existing(updated.id.0, updated.slug, adopted, previous))
     }
 
     async fn create_team(
@@ -489,6 +479,7 @@ impl Live {
                     created: true,
                     adopted: false,
                     changed: vec![],
+                    previous: BTreeMap::new(),
                 })
             }
             // Created meanwhile: by an earlier attempt whose answer was lost (adopted, as
@@ -871,31 +862,50 @@ fn may_adopt(team: &FullTeam, adopt: Adoption) -> bool {
     }
 }
 
-/// The PATCH body bringing `team` to `desired`, and the fields it changes.
+/// The PATCH body bringing `team` to `desired`, and what each field it changes held.
 fn differences(
     team: &FullTeam,
     desired: &DesiredTeam,
     parent_id: Option<u64>,
-) -> (serde_json::Map<String, Value>, Vec<TeamField>) {
+) -> (serde_json::Map<String, Value>, BTreeMap<TeamField, Option<String>>) {
     let mut patch = serde_json::Map::new();
-    let mut changed = Vec::new();
+    let mut previous = BTreeMap::new();
     if team.name != desired.name {
         patch.insert("name".into(), json!(desired.name));
-        changed.push(TeamField::Name);
+        previous.insert(TeamField::Name, Some(team.name.clone()));
     }
     if team.description.as_deref().unwrap_or("") != desired.description {
         patch.insert("description".into(), json!(desired.description));
-        changed.push(TeamField::Description);
+        previous.insert(TeamField::Description, team.description.clone());
     }
     if privacy_of(&team.privacy) != Some(desired.privacy) {
         patch.insert("privacy".into(), json!(desired.privacy.as_str()));
-        changed.push(TeamField::Privacy);
+        let was =
+            serde_json::to_value(&team.privacy).ok().and_then(|v| v.as_str().map(str::to_owned));
+        previous.insert(TeamField::Privacy, was);
     }
     if team.parent.as_ref().map(|p| p.id.0) != parent_id {
         patch.insert("parent_team_id".into(), json!(parent_id));
-        changed.push(TeamField::Parent);
+        previous.insert(TeamField::Parent, team.parent.as_ref().map(|p| p.slug.clone()));
     }
-    (patch, changed)
+    (patch, previous)
+}
+
+/// An existing team as found: `changed` from what `previous` lists.
+fn existing(
+    id: u64,
+    slug: String,
+    adopted: bool,
+    previous: BTreeMap<TeamField, Option<String>>,
+) -> GitHubTeam {
+    GitHubTeam {
+        id,
+        slug,
+        created: false,
+        adopted,
+        changed: previous.keys().copied().collect(),
+        previous,
+    }
 }
 
 fn privacy_of(privacy: &TeamPrivacy) -> Option<Privacy> {

@@ -1,6 +1,8 @@
 //! The [`GitHub`] port and the values it exchanges.
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -137,7 +139,7 @@ pub struct DesiredTeam {
 }
 
 /// A field of a team that [`GitHub::ensure_team`] changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TeamField {
     Name,
@@ -159,6 +161,9 @@ pub struct GitHubTeam {
     pub adopted: bool,
     /// Fields updated on an existing team (empty when created or unchanged).
     pub changed: Vec<TeamField>,
+    /// What each changed field held on GitHub before (the parent as its slug).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous: BTreeMap<TeamField, Option<String>>,
 }
 
 impl GitHubTeam {

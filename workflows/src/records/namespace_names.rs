@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::error::{RecordsError, RecordsResult};
-use super::namespace::namespace_name;
 use super::namespace::NamespaceFilter;
+use super::namespace::namespace_name;
 use super::port::{MAX_PAGE_SIZE, Records};
 use super::validation::MAX_DNS_LABEL_LEN;
 

@@ -329,7 +329,7 @@ impl SyncTeam {
         } else {
             TeamAction::Update
         };
-        preview.github.changes = field_changes(&desired, &planned.changed);
+        preview.github.changes = field_changes(&desired, &planned);
         if let Some(known) = &desired.known
             && !planned.created
             && !planned.adopted
@@ -460,9 +460,10 @@ fn mark_deleting(out: &mut NamespacesPreview, old: &NamespaceRecord, now: chrono
     }
 }
 
-/// The desired values of the fields the port reports as differing.
-fn field_changes(desired: &DesiredTeam, changed: &[TeamField]) -> Vec<FieldChange> {
-    changed
+/// The fields the port reports as differing: what GitHub holds and what the team wants.
+fn field_changes(desired: &DesiredTeam, planned: &GitHubTeam) -> Vec<FieldChange> {
+    planned
+        .changed
         .iter()
         .map(|field| {
             let (name, to) = match field {
@@ -471,7 +472,8 @@ fn field_changes(desired: &DesiredTeam, changed: &[TeamField]) -> Vec<FieldChang
                 TeamField::Privacy => ("privacy", Some(desired.privacy.as_str().to_owned())),
                 TeamField::Parent => ("parent", desired.parent.clone()),
             };
-            FieldChange { field: name.into(), from: None, to }
+            let from = planned.previous.get(field).cloned().flatten();
+            FieldChange { field: name.into(), from, to }
         })
         .collect()
 }

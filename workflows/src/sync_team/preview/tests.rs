@@ -354,7 +354,7 @@ async fn an_unlinked_team_is_adopted_only_on_request() {
     let adopted = f.preview(adopt.clone()).await;
     assert_eq!(adopted.github.action, TeamAction::Adopt);
     assert!(adopted.lines.contains(&format!("  adopt existing team payments (id {id})")));
-    assert!(adopted.lines.contains(&"  ~ description → \"Moves money\"".to_owned()));
+    assert!(adopted.lines.contains(&"  ~ description \"\" → \"Moves money\"".to_owned()));
     assert!(adopted.lines.contains(&"  + bob (member)".to_owned()));
     assert_eq!(adopted.changes, 5, "adopt, description, bob, two namespace records");
     assert!(f.github.writes().is_empty());
