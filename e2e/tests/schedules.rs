@@ -195,14 +195,17 @@ async fn a_crash_mid_fan_out_resumes_and_every_team_gets_one_sync_for_the_tick()
     assert_eq!((slugs.len(), unique.len()), (TEAMS, TEAMS), "one sync per team for tick {tick}");
 
     // The run resumed: batch-0 ran once (before the crash), the rest after the restart.
-    let runs: Vec<RunRecord> = world.runs("resync").await?;
-    let crashed = runs
-        .iter()
-        .filter(|r| {
-            r.trigger.event["data"]["tick"].as_str().is_some_and(|t| t.starts_with(&tick[..19]))
+    // Its last sync event is published before its outcome is journaled: wait for the outcome.
+    let crashed: RunRecord = wait_for("the crashed tick's resync run to succeed", WAIT, || async {
+        let runs: Vec<RunRecord> = world.runs("resync").await.ok()?;
+        runs.into_iter().find(|r| {
+            r.status == engine::journal::RunStatus::Succeeded
+                && r.trigger.event["data"]["tick"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&tick[..19]))
         })
-        .find(|r| r.status == engine::journal::RunStatus::Succeeded)
-        .expect("the crashed tick's resync run succeeded");
+    })
+    .await?;
     let detail = world.run_detail(&crashed.id).await?;
     let steps: Vec<(&str, u32)> =
         detail.steps.iter().map(|s| (s.name.as_str(), s.attempts)).collect();

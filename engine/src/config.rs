@@ -485,9 +485,15 @@ pub struct RuntimeConfig {
     /// On SIGTERM/SIGINT, how long in-flight runs may take to finish.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
-    /// How long finished runs stay in the journal.
+    /// How long succeeded runs stay in the journal; at least `streams.max-age`, so that a
+    /// redelivered or re-published message finds its run.
     #[serde(with = "humantime_serde")]
     pub journal_retention: Duration,
+    /// How long failed runs stay in the journal; at least `streams.dlq-max-age` and
+    /// `streams.max-age`, so that a replayed dead letter finds its run. A failed run whose dead
+    /// letter is still in the DLQ stays past it, until the letter is gone.
+    #[serde(with = "humantime_serde")]
+    pub failed_run_retention: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -500,6 +506,7 @@ impl Default for RuntimeConfig {
             backoff_max: Duration::from_secs(300),
             grace_period: Duration::from_secs(30),
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            failed_run_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -571,6 +578,7 @@ impl Config {
         if self.runtime.backoff_initial > self.runtime.backoff_max {
             return invalid("runtime.backoff-initial must not exceed runtime.backoff-max");
         }
+        self.validate_retention()?;
         if self.streams.replicas == 0 || self.streams.replicas > 5 {
             return invalid("streams.replicas must be between 1 and 5");
         }
@@ -619,6 +627,48 @@ impl Config {
         self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
             return invalid("http.tls-cert-file and http.tls-key-file go together");
+        }
+        Ok(())
+    }
+
+    /// The journal keeps a run as long as a message can drive it again (see
+    /// `journal::retention`).
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let (runtime, streams) = (&self.runtime, &self.streams);
+        let too_short =
+            |key: &str, value: Duration, other: &str, other_value: Duration, why: &str| {
+                Err(ConfigError::Invalid(format!(
+                    "runtime.{key} ({}) must be at least streams.{other} ({}): {why}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(other_value),
+                )))
+            };
+        if runtime.journal_retention < streams.max_age {
+            return too_short(
+                "journal-retention",
+                runtime.journal_retention,
+                "max-age",
+                streams.max_age,
+                "a redelivered or re-published event would run again after its run is purged",
+            );
+        }
+        if runtime.failed_run_retention < streams.max_age {
+            return too_short(
+                "failed-run-retention",
+                runtime.failed_run_retention,
+                "max-age",
+                streams.max_age,
+                "a redelivered event would run again after its failed run is purged",
+            );
+        }
+        if runtime.failed_run_retention < streams.dlq_max_age {
+            return too_short(
+                "failed-run-retention",
+                runtime.failed_run_retention,
+                "dlq-max-age",
+                streams.dlq_max_age,
+                "a replayed dead letter would find no run and re-execute every step",
+            );
         }
         Ok(())
     }
@@ -766,6 +816,34 @@ mod tests {
             let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
             config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_journal_keeps_runs_as_long_as_a_message_can_drive_them() {
+        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+        Config::default().validate().expect("the defaults agree");
+        let mut config = Config::default();
+        config.runtime.failed_run_retention = days(7); // the old default, shorter than the DLQ's 30
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("runtime.failed-run-retention (7days)")
+                && err.contains("streams.dlq-max-age (30days)"),
+            "{err}"
+        );
+        let mut config = Config::default();
+        config.streams.max_age = days(14);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("runtime.journal-retention (7days)")
+                && err.contains("streams.max-age (14days)"),
+            "{err}"
+        );
+        config.runtime.journal_retention = days(14);
+        config.validate().expect("a journal retention as long as the stream's");
+        config.streams.max_age = days(40);
+        config.runtime.journal_retention = days(40);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("runtime.failed-run-retention") && err.contains("streams.max-age"));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //!   `muster_http_request_duration_seconds{method,route}`;
 //! - `muster_outbox_depth`: record events waiting for the relay (as of its last pass, counted
 //!   up to 1000), `muster_outbox_published_total`, `muster_outbox_publish_errors_total`;
-//! - `muster_authz_decisions_total{action,outcome}`: the policy's answers (`allow`, `deny`).
+//! - `muster_authz_decisions_total{action,outcome}`: the policy's answers (`allow`, `deny`);
+//! - `muster_runtime_infra_retries_total{workflow,what}`: messages sent back because the journal
+//!   or the DLQ failed, and `muster_runtime_infra_escalations_total{workflow,what}`: messages
+//!   dead-lettered or terminated after too many such retries (see docs/runtime.md).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +47,28 @@ pub struct DecisionLabels {
 pub struct LatencyLabels {
     pub method: String,
     pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfraLabels {
+    pub workflow: String,
+    /// What failed: `journal` or `dlq`.
+    pub what: String,
+}
+
+static INFRA_RETRIES: LazyLock<Family<InfraLabels, Counter>> = LazyLock::new(Family::default);
+static INFRA_ESCALATIONS: LazyLock<Family<InfraLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Infrastructure retries of the runtime. Process-wide, so that every runner counts into it
+/// without holding the [`Metrics`]; [`Metrics::new`] registers it.
+pub fn infra_retries() -> &'static Family<InfraLabels, Counter> {
+    &INFRA_RETRIES
+}
+
+/// Messages the runtime gave up retrying on infrastructure failures. Process-wide like
+/// [`infra_retries`].
+pub fn infra_escalations() -> &'static Family<InfraLabels, Counter> {
+    &INFRA_ESCALATIONS
 }
 
 /// Every metric the engine exports, registered once.
@@ -104,6 +129,16 @@ impl Metrics {
             "authz_decisions",
             "Authorization decisions of the policy, by action and outcome",
             authz_decisions.clone(),
+        );
+        registry.register(
+            "runtime_infra_retries",
+            "Messages sent back (Nak) because the journal or the DLQ failed, by workflow and what",
+            infra_retries().clone(),
+        );
+        registry.register(
+            "runtime_infra_escalations",
+            "Messages dead-lettered or terminated after too many infrastructure retries",
+            infra_escalations().clone(),
         );
         Arc::new(Self {
             registry,

@@ -14,16 +14,18 @@ use super::responses::{Denied, InvalidParameter, NatsUnavailable, NoSuchRun};
 use super::teams::PageQuery;
 use super::{ApiState, json_with};
 use crate::bus::{codec, publish_raw};
-use crate::journal::{RunFilter, RunStatus};
-use crate::runtime::dlq::{self, Dlq};
+use crate::journal::{RunFilter, RunStatus, StatusQuery, retention};
+use crate::runtime::dlq::{self, Dlq, ReplayError};
 use crate::runtime::service::RunDetail;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     pub workflow: Option<String>,
-    #[param(value_type = Option<super::schema::RunStatusDoc>)]
-    pub status: Option<RunStatus>,
+    /// A run status, or `stuck`: running or retrying while the run's trigger message is gone
+    /// from the events stream (below its first sequence), so nothing will drive it again.
+    #[param(inline, value_type = Option<RunStatusFilterDoc>)]
+    pub status: Option<StatusQuery>,
     /// The run's key, e.g. a team slug.
     pub key: Option<String>,
     /// At most this many, 1 to 1000 (default 100).
@@ -31,11 +33,24 @@ pub struct RunsQuery {
     pub limit: Option<usize>,
 }
 
-/// Runs, newest first.
+/// A run status to list, or `stuck`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RunStatusFilter)]
+pub enum RunStatusFilterDoc {
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Stuck,
+}
+
+/// Runs, newest first. `status=stuck` lists the runs that are running or retrying while their
+/// trigger message is gone from the events stream: fail them with `engine runs fail`.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
-        InvalidParameter, Denied,
+        InvalidParameter, NatsUnavailable, Denied,
     ))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -46,11 +61,20 @@ pub async fn list(
     access.resource.team.clone_from(&query.key);
     state.authorize(&caller, access).await?;
     let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
+    let stuck_below = match query.status {
+        Some(StatusQuery::Stuck) => Some(
+            retention::first_sequence(&state.js, &state.names.events_stream())
+                .await
+                .map_err(|e| Problem::unavailable(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let filter = RunFilter {
         workflow: query.workflow,
-        status: query.status,
+        status: query.status.and_then(StatusQuery::status),
         key: query.key,
         limit: Some(limit),
+        stuck_below,
     };
     let items = state.journal.list_runs(&filter).await.map_err(|e| Problem::internal(&e))?;
     Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
@@ -176,19 +200,29 @@ pub async fn dlq_list(
     Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ReplayQuery {
+    pub force: Option<bool>,
+}
+
 /// Re-drive one dead letter to its workflow and remove it from the DLQ.
 #[utoipa::path(post, path = "/v1/dlq/{seq}/replay", tag = "runs",
-    params(("seq" = u64, Path, description = "DLQ stream sequence", minimum = 1)),
+    params(
+        ("seq" = u64, Path, description = "DLQ stream sequence", minimum = 1),
+        ("force" = Option<bool>, Query, description = "Replay a dead letter of a message that can never run (e.g. `invalid-json`) anyway"),
+    ),
     responses(
         (status = 202, description = "Re-drive published", body = super::schema::PublishedDoc),
         (status = 400, description = "Invalid sequence", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such dead letter", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The dead letter would only be dead-lettered again (or is a truncated copy)", body = Problem, content_type = PROBLEM_JSON),
         NatsUnavailable, Denied,
     ))]
 pub async fn dlq_replay(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(seq): Path<u64>,
+    Query(query): Query<ReplayQuery>,
 ) -> Result<Response, Problem> {
     state.authorize(&caller, Access::on("dlq.replay", "dlq", &seq.to_string())).await?;
     let not_found = || Problem::not_found(format!("dead letter {seq}"));
@@ -206,8 +240,11 @@ pub async fn dlq_replay(
         Err(e) => return Err(Problem::unavailable(format!("reading dead letter {seq}: {e}"))),
     }
     let published = Dlq::new(state.js.clone(), state.names.clone())
-        .replay(seq)
+        .replay(seq, query.force.unwrap_or(false))
         .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
+        .map_err(|e| match e {
+            ReplayError::Refused { .. } => Problem::new(ProblemKind::Conflict, e.to_string()),
+            ReplayError::Bus(e) => Problem::unavailable(e.to_string()),
+        })?;
     Ok(json_with(StatusCode::ACCEPTED, &[], &published))
 }

@@ -74,6 +74,18 @@ pub enum DecodeError {
     ControlCharacter(String),
 }
 
+/// Every [`DecodeError::code`]: dead-letter kinds that are about the message's bytes, not about a
+/// run, so re-driving the same bytes can only fail the same way.
+pub const DECODE_ERROR_CODES: [&str; 7] = [
+    "too-large",
+    "invalid-utf8",
+    "invalid-json",
+    "missing-attribute",
+    "unsupported-specversion",
+    "unsupported-content-type",
+    "invalid-attribute",
+];
+
 impl DecodeError {
     /// A stable short name, stored as the DLQ entry's error kind.
     pub fn code(&self) -> &'static str {
@@ -234,11 +246,17 @@ fn data_body(data: &Data) -> Bytes {
 /// name anything but visible ASCII other than `:`, in the value control characters.
 fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
     let name = percent_escape(name, |c| c.is_ascii_graphic() && c != ':');
-    let value = percent_escape(value, |c| !c.is_control());
+    let value = header_safe(value);
     // Both parse by construction; the fallible parse keeps the client's assertion out of reach.
     if let (Ok(name), Ok(value)) = (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
         headers.insert(name, value);
     }
+}
+
+/// `text` as a header value the NATS client always accepts: control characters (CR and LF end a
+/// header, and the client panics on them) percent-escaped as `%XX` per UTF-8 byte.
+pub fn header_safe(text: &str) -> Cow<'_, str> {
+    percent_escape(text, |c| !c.is_control())
 }
 
 /// `text` with every character that `keep` refuses written as `%XX` per UTF-8 byte.
@@ -730,6 +748,30 @@ mod tests {
             headers.get(async_nats::header::NATS_MESSAGE_ID).unwrap().as_str(),
             message_id("/teams-api", "a\r\nb")
         );
+    }
+
+    #[test]
+    fn header_safe_values_always_parse() {
+        assert!(matches!(header_safe("team-a"), Cow::Borrowed("team-a")));
+        assert_eq!(header_safe("a\r\nb\0c\u{85}"), "a%0D%0Ab%00c%C2%85");
+        assert!(header_safe("x\ny").parse::<HeaderValue>().is_ok());
+    }
+
+    #[test]
+    fn every_decode_error_code_is_listed() {
+        let errors = [
+            DecodeError::TooLarge { size: 2, limit: 1 },
+            DecodeError::InvalidUtf8(String::new()),
+            DecodeError::InvalidJson(String::new()),
+            DecodeError::MissingAttribute("id"),
+            DecodeError::UnsupportedSpecVersion(String::new()),
+            DecodeError::UnsupportedContentType(String::new()),
+            DecodeError::invalid("x", "y"),
+            DecodeError::ControlCharacter("id".into()),
+        ];
+        for error in errors {
+            assert!(DECODE_ERROR_CODES.contains(&error.code()), "{error:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - `<prefix>.api.*`: the engine's NATS service endpoints (runs list/show).
 //!
 //! Streams: `<PREFIX>_EVENTS` holds events and re-drives (Limits retention: it is also the audit
-//! log), `<PREFIX>_DLQ` holds dead letters. One durable pull consumer per workflow.
+//! log), `<PREFIX>_DLQ` holds dead letters, `<PREFIX>_ADVISORIES` keeps JetStream's
+//! max-deliveries advisories until the engine handled them (`runtime::poison`). One durable pull
+//! consumer per workflow.
 
 pub mod codec;
 
@@ -94,6 +96,11 @@ impl Names {
 
     pub fn dlq_stream(&self) -> String {
         format!("{}_DLQ", self.stream_base())
+    }
+
+    /// The stream that keeps JetStream's max-deliveries advisories of the workflow consumers.
+    pub fn advisories_stream(&self) -> String {
+        format!("{}_ADVISORIES", self.stream_base())
     }
 
     /// The subject an event is published on.
@@ -253,10 +260,15 @@ pub struct ConsumerSpec<'a> {
     pub triggers: &'a [&'a str],
     pub ack_wait: Duration,
     pub max_ack_pending: usize,
+    /// Deliveries of one message before JetStream gives up on it and publishes a max-deliveries
+    /// advisory (`runtime::poison::max_deliver`).
+    pub max_deliver: i64,
 }
 
-/// Creates or updates a workflow's durable pull consumer. Redeliveries are paced by the runtime
-/// (Nak with delay), so the consumer has no MaxDeliver of its own.
+/// Creates or updates a workflow's durable pull consumer (create-or-update: a changed
+/// configuration, `max_deliver` included, is applied to an existing consumer). Redeliveries are
+/// paced by the runtime (Nak with delay); MaxDeliver only bounds a message that never gets an
+/// answer (see `runtime::poison`).
 ///
 /// # Errors
 /// The JetStream API refused the consumer, e.g. overlapping trigger patterns.
@@ -277,6 +289,7 @@ pub async fn ensure_consumer(
         ack_policy: AckPolicy::Explicit,
         ack_wait: spec.ack_wait,
         max_ack_pending: i64::try_from(spec.max_ack_pending).unwrap_or(i64::MAX),
+        max_deliver: spec.max_deliver,
         filter_subjects: names.consumer_filters(spec.workflow, spec.triggers),
         ..Default::default()
     };

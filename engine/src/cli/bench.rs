@@ -306,7 +306,7 @@ async fn muster_half(
     }
     shutdown.cancel();
     engine_task.await??;
-    for stream in [names.events_stream(), names.dlq_stream()] {
+    for stream in [names.events_stream(), names.dlq_stream(), names.advisories_stream()] {
         js.delete_stream(&stream).await?;
     }
     Ok((elapsed, latencies, at_rest))

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::output;
 use crate::bus::{self, Names};
 use crate::config::Config;
-use crate::runtime::dlq::Dlq;
+use crate::runtime::dlq::{Dlq, ReplayError};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -34,6 +34,11 @@ pub enum DlqCommand {
         /// Replay every dead letter.
         #[arg(long)]
         all: bool,
+        /// Also replay dead letters whose message itself is at fault (undecodable, or a type
+        /// that does not match its subject): they are normally refused, since they can only be
+        /// dead-lettered again.
+        #[arg(long)]
+        force: bool,
     },
     /// Delete every dead letter.
     Purge {
@@ -82,20 +87,30 @@ pub async fn dlq(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode
                 }
             }
         }
-        DlqCommand::Replay { seq, all } => {
+        DlqCommand::Replay { seq, all, force } => {
             let seqs = match (seq, all) {
                 (Some(seq), _) => vec![seq],
                 (None, _) => dlq.list(usize::MAX).await?.into_iter().map(|e| e.seq).collect(),
             };
+            let mut refused = 0;
             for seq in &seqs {
-                let published = dlq.replay(*seq).await?;
-                println!(
-                    "replayed dead letter {seq} as {} sequence {}",
-                    published.stream, published.sequence
-                );
+                match dlq.replay(*seq, force).await {
+                    Ok(published) => println!(
+                        "replayed dead letter {seq} as {} sequence {}",
+                        published.stream, published.sequence
+                    ),
+                    Err(e @ ReplayError::Refused { .. }) => {
+                        eprintln!("error: {e}");
+                        refused += 1;
+                    }
+                    Err(ReplayError::Bus(e)) => return Err(e.into()),
+                }
             }
             if seqs.is_empty() {
                 println!("the DLQ is empty");
+            }
+            if refused > 0 {
+                return Ok(ExitCode::FAILURE);
             }
         }
         DlqCommand::Purge { yes } => {

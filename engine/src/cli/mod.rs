@@ -84,7 +84,8 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Publish a ping and wait for its run to finish: an end-to-end smoke test.
     Ping(ping::PingArgs),
-    /// Inspect runs (asks the running engine; reads the journal directly when none runs).
+    /// Inspect runs, or fail stuck ones (asks the running engine; uses the journal directly when
+    /// none runs).
     #[command(subcommand)]
     Runs(runs::RunsCommand),
     /// Cron schedules: next ticks and the last fired one.

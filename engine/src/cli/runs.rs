@@ -1,5 +1,5 @@
-//! `engine runs list|show`: the journal, asked of the running engine over NATS, or read from the
-//! data dir when no engine runs.
+//! `engine runs list|show|fail`: the journal, asked of the running engine over NATS, or read
+//! from the data dir when no engine runs.
 
 use std::process::ExitCode;
 
@@ -8,10 +8,13 @@ use clap::Subcommand;
 use workflows::sync_team::preview::{RunStep, run_lines};
 
 use super::output;
-use crate::bus::{self, Names};
+use crate::bus::{self, Names, codec};
 use crate::config::Config;
 use crate::journal::sled::SledJournal;
-use crate::journal::{Journal, RunFilter, RunRecord, RunStatus};
+use crate::journal::{
+    FAILED_BY_OPERATOR, Journal, OperatorFailure, RunFilter, RunRecord, StatusQuery, retention,
+};
+use crate::runtime::dlq::{self, DeadLetter};
 use crate::runtime::service::{self, AskError, RunDetail};
 
 #[derive(Debug, Subcommand)]
@@ -20,8 +23,11 @@ pub enum RunsCommand {
     List {
         #[arg(long)]
         workflow: Option<String>,
+        /// A status, or `stuck`: running or retrying while the run's message is gone from the
+        /// events stream (aged out or purged), so nothing will drive it again; end those with
+        /// `engine runs fail`.
         #[arg(long, value_enum)]
-        status: Option<RunStatus>,
+        status: Option<StatusQuery>,
         #[arg(long)]
         key: Option<String>,
         /// At most this many runs.
@@ -39,12 +45,36 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fail a stuck run (see `runs list --status stuck`): its journaled event goes to the DLQ
+    /// with the reason and who did it, then the run is journaled as failed. Re-drive it later
+    /// like any failed run: `engine dlq replay SEQ`.
+    Fail {
+        run_id: String,
+        /// Why, recorded in the run's error and its dead letter.
+        #[arg(long)]
+        reason: String,
+        /// Who fails it [default: $USER].
+        #[arg(long)]
+        by: Option<String>,
+        /// Fail the run even though its message is still in the events stream (the engine may
+        /// still be driving it).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn runs(config: Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
         RunsCommand::List { workflow, status, key, limit, json } => {
-            let filter = RunFilter { workflow, status, key, limit: Some(limit) };
+            let stuck_below = match status {
+                Some(StatusQuery::Stuck) => Some(events_first_sequence(&config).await?),
+                _ => None,
+            };
+            let status = status.and_then(StatusQuery::status);
+            let filter = RunFilter { workflow, status, key, limit: Some(limit), stuck_below };
             let runs = list(&config, &filter).await?;
             if json {
                 output::json(&runs)?;
@@ -65,7 +95,89 @@ pub async fn runs(config: Config, command: RunsCommand) -> anyhow::Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
+        RunsCommand::Fail { run_id, reason, by, force, json } => {
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|by| !by.trim().is_empty())
+                .unwrap_or_else(|| "unknown".into());
+            let run = fail(&config, &run_id, &reason, &by, force).await?;
+            if json {
+                output::json(&run)?;
+            } else {
+                let seq = run.dlq_sequence.map_or("-".into(), |s| s.to_string());
+                println!(
+                    "run {} failed by {by}; dead letter {seq} (engine dlq replay {seq})",
+                    run.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The events stream's first sequence: a run whose trigger is below it lost its message.
+async fn events_first_sequence(config: &Config) -> anyhow::Result<u64> {
+    let (_, js) = bus::connect(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("finding stuck runs needs the events stream: {e}"))?;
+    let names = Names::new(config.nats.prefix.clone());
+    Ok(retention::first_sequence(&js, &names.events_stream()).await?)
+}
+
+/// Fails an unfinished run: its journaled event is dead-lettered first (so that it can be
+/// re-driven), then the run is failed by the running engine, or in the journal when none runs.
+/// Without `force`, only a stuck run.
+async fn fail(
+    config: &Config,
+    id: &str,
+    reason: &str,
+    by: &str,
+    force: bool,
+) -> anyhow::Result<RunRecord> {
+    let (client, js) = bus::connect(config).await?;
+    let names = Names::new(config.nats.prefix.clone());
+    let Some(RunDetail { run, .. }) = show(config, id).await? else {
+        anyhow::bail!("no run {id:?}");
+    };
+    if run.status.is_finished() {
+        anyhow::bail!("run {id:?} is {}; only running or retrying runs can be failed", run.status);
+    }
+    let first = retention::first_sequence(&js, &names.events_stream()).await?;
+    if !force && !run.is_stuck(first) {
+        anyhow::bail!(
+            "run {id:?} is not stuck: its message (sequence {}) is still in {} (first sequence \
+             {first}), so the engine may still drive it; --force fails it anyway",
+            run.trigger.stream_sequence,
+            names.events_stream(),
+        );
+    }
+    let event: workflows::Event = serde_json::from_value(run.trigger.event.clone())
+        .map_err(|e| anyhow::anyhow!("run {id:?}'s journaled trigger is not an event: {e}"))?;
+    let (headers, body) = codec::encode(&event);
+    let message = format!("{reason} (failed by {by})");
+    let letter = DeadLetter {
+        workflow: &run.workflow,
+        run_id: Some(&run.id),
+        key: Some(&run.key),
+        subject: &run.trigger.nats_subject,
+        stream_sequence: run.trigger.stream_sequence,
+        delivered: 0,
+        attempts: run.attempts,
+        error_kind: FAILED_BY_OPERATOR,
+        error: &message,
+    };
+    let published = dlq::dead_letter(&js, &names, Some(&headers), body, &letter).await?;
+    let failure = OperatorFailure {
+        run_id: run.id.clone(),
+        reason: reason.to_owned(),
+        by: by.to_owned(),
+        dlq_sequence: Some(published.sequence),
+    };
+    match service::ask_fail(&client, &names, &failure).await {
+        Err(AskError::NoEngine(_)) => {}
+        result => return Ok(result?),
+    }
+    Ok(crate::journal::fail_run(&offline_journal(config)?, &failure).await?)
 }
 
 /// Runs from the running engine, or from the journal when no engine answers.

@@ -7,7 +7,13 @@
 //! `put_run` and `put_step` with [`Durability::Flush`] return only once the record and everything
 //! written before it is on disk (fsync), so the runtime can
 //! rely on the ordering "step durable → next step starts" and "run finished durable → ack".
+//! A run's record and its index entries are written atomically: a run the journal holds is
+//! listed and swept (see [`sled`] for the repair of journals written before that held).
+//!
+//! [`retention`] decides what the sweep may delete; [`fail_run`] is an operator's end for a run
+//! nothing will drive again ([`RunFilter::stuck_below`]).
 
+pub mod retention;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -51,6 +57,31 @@ impl std::fmt::Display for RunStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
         })
+    }
+}
+
+/// What `runs list --status` and `GET /v1/runs?status=` take: a status, or `stuck` (running or
+/// retrying while its message is gone from the events stream, see [`RunFilter::stuck_below`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusQuery {
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Stuck,
+}
+
+impl StatusQuery {
+    /// The journaled status asked for; `None` for `stuck`, which needs the stream.
+    pub fn status(self) -> Option<RunStatus> {
+        match self {
+            Self::Running => Some(RunStatus::Running),
+            Self::Retrying => Some(RunStatus::Retrying),
+            Self::Succeeded => Some(RunStatus::Succeeded),
+            Self::Failed => Some(RunStatus::Failed),
+            Self::Stuck => None,
+        }
     }
 }
 
@@ -141,6 +172,11 @@ pub struct RunFilter {
     pub key: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<usize>,
+    /// Only stuck runs: running or retrying, with a trigger whose stream sequence is below this
+    /// one (the events stream's first sequence), so their message is gone and nothing will drive
+    /// them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_below: Option<u64>,
 }
 
 impl RunFilter {
@@ -148,7 +184,77 @@ impl RunFilter {
         self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
             && self.status.is_none_or(|s| s == run.status)
             && self.key.as_ref().is_none_or(|k| *k == run.key)
+            && self.stuck_below.is_none_or(|first| run.is_stuck(first))
     }
+}
+
+impl RunRecord {
+    /// Whether the run is unfinished while its trigger message is below the events stream's
+    /// first sequence `first_sequence`: no delivery will ever drive it again.
+    pub fn is_stuck(&self, first_sequence: u64) -> bool {
+        !self.status.is_finished() && self.trigger.stream_sequence < first_sequence
+    }
+}
+
+/// The journaled error kind of a run an operator failed.
+pub const FAILED_BY_OPERATOR: &str = "failed-by-operator";
+
+/// An operator ending a run by hand (`engine runs fail`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorFailure {
+    pub run_id: String,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// Who did it.
+    pub by: String,
+    /// The run's dead letter, published before the run is failed, so that the failed run can be
+    /// re-driven like any other (`engine dlq replay`, `POST /v1/runs/{id}/retry`).
+    pub dlq_sequence: Option<u64>,
+}
+
+/// Why [`fail_run`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FailRunError {
+    #[error("no run {0:?}")]
+    NoSuchRun(String),
+    #[error("run {id:?} is {status}; only running or retrying runs can be failed")]
+    Finished { id: String, status: RunStatus },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Fails an unfinished run on an operator's word: status `failed`, error of kind
+/// [`FAILED_BY_OPERATOR`] naming the reason and who did it, the open attempt closed; durable
+/// before it returns.
+///
+/// # Errors
+/// No such run, a finished run, or the journal failed.
+pub async fn fail_run(
+    journal: &dyn Journal,
+    failure: &OperatorFailure,
+) -> Result<RunRecord, FailRunError> {
+    let id = &failure.run_id;
+    let mut run = journal.run(id).await?.ok_or_else(|| FailRunError::NoSuchRun(id.clone()))?;
+    if run.status.is_finished() {
+        return Err(FailRunError::Finished { id: id.clone(), status: run.status });
+    }
+    let now = Utc::now();
+    let error = ErrorRecord {
+        kind: FAILED_BY_OPERATOR.into(),
+        message: format!("{} (failed by {})", failure.reason, failure.by),
+    };
+    if let Some(attempt) = run.history.last_mut().filter(|a| a.outcome.is_none()) {
+        attempt.finished_at = Some(now);
+        attempt.outcome = Some(RunStatus::Failed);
+        attempt.error = Some(error.clone());
+    }
+    run.status = RunStatus::Failed;
+    run.error = Some(error);
+    run.updated_at = now;
+    run.finished_at = Some(now);
+    run.dlq_sequence = failure.dlq_sequence;
+    journal.put_run(&run, Durability::Flush).await?;
+    Ok(run)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +283,6 @@ pub trait Journal: Send + Sync + 'static {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError>;
     /// Runs matching the filter, most recently created first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError>;
-    /// Deletes finished runs (and their steps) that finished before `before`; returns how many.
-    async fn purge_finished(&self, before: DateTime<Utc>) -> Result<usize, JournalError>;
+    /// Deletes the finished runs (and their steps) that `policy` lets go; returns how many.
+    async fn purge_finished(&self, policy: &retention::PurgePolicy) -> Result<usize, JournalError>;
 }

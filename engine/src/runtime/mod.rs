@@ -14,15 +14,18 @@
 //! - JetStream drops a re-published event (same source and id) within the duplicate window; after
 //!   it, the journal turns the duplicate of a finished run into a no-op until the run is purged by
 //!   the journal's retention.
+//! - A message is delivered at most [`poison::max_deliver`] times; one that runs out (a poison
+//!   message the client cannot read, or its collateral) is dead-lettered or re-queued by
+//!   [`poison`], never dropped silently.
 
 pub mod dlq;
+pub mod poison;
 pub mod retry;
 mod runner;
 pub mod service;
 mod steps;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::Context;
@@ -41,8 +44,6 @@ use crate::journal::sled::SledJournal;
 use crate::journal::{Journal, JournalError, RunStatus};
 use retry::RetryPolicy;
 
-/// How often finished runs older than the retention are purged from the journal.
-const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 /// Capacity of the run-finished notification channel.
 const FINISHED_CHANNEL: usize = 65_536;
 
@@ -103,6 +104,8 @@ pub struct Engine {
     journal: Arc<SledJournal>,
     workflows: Vec<Arc<dyn Workflow>>,
     consumers: Vec<async_nats::jetstream::consumer::PullConsumer>,
+    /// The consumer of the workflow consumers' max-deliveries advisories.
+    advisories: async_nats::jetstream::consumer::PullConsumer,
     schedules: Vec<crate::schedule::Schedule>,
     /// The schedules' memory; absent when no schedule is enabled.
     schedule_store: Option<async_nats::jetstream::kv::Store>,
@@ -152,6 +155,8 @@ impl Engine {
         let (client, js) = bus::connect(&config).await?;
         let names = Names::new(config.nats.prefix.clone());
         bus::ensure_streams(&js, &names, &config.streams).await?;
+        // Before the workflow consumers: no advisory of theirs may go unrecorded.
+        let advisories = poison::ensure(&js, &names, &config.streams).await?;
         let mut consumers = Vec::with_capacity(workflows.len());
         for workflow in &workflows {
             let spec = ConsumerSpec {
@@ -159,6 +164,7 @@ impl Engine {
                 triggers: workflow.triggers(),
                 ack_wait: config.runtime.ack_wait,
                 max_ack_pending: config.runtime.concurrency,
+                max_deliver: poison::max_deliver(config.runtime.max_attempts),
             };
             consumers.push(bus::ensure_consumer(&js, &names, &spec).await?);
         }
@@ -183,6 +189,7 @@ impl Engine {
             journal: Arc::new(journal),
             workflows,
             consumers,
+            advisories,
             schedules,
             schedule_store,
             finished,
@@ -253,6 +260,13 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Service(e.to_string()))?;
         let mut pullers = tokio::task::JoinSet::new();
+        pullers.spawn(poison::watch(
+            self.advisories,
+            self.js.clone(),
+            self.names.clone(),
+            self.workflows.iter().map(|w| w.name().to_owned()).collect(),
+            shutdown.clone(),
+        ));
         for (workflow, consumer) in self.workflows.iter().zip(self.consumers) {
             let runner = Arc::new(runner::Runner {
                 workflow: workflow.clone(),
@@ -265,6 +279,7 @@ impl Engine {
                 concurrency: runtime.concurrency,
                 finished: self.finished.clone(),
                 keys: runner::KeyLocks::default(),
+                infra_retries: runner::InfraRetries::default(),
             });
             pullers.spawn(runner.consume(consumer, shutdown.clone(), tracker.clone()));
         }
@@ -277,9 +292,11 @@ impl Engine {
                 shutdown.clone(),
             ))
         });
-        let sweeper = tokio::spawn(sweep_journal(
+        let sweeper = tokio::spawn(crate::journal::retention::sweep(
             self.journal.clone(),
-            runtime.journal_retention,
+            self.js.clone(),
+            self.names.clone(),
+            runtime.clone(),
             shutdown.clone(),
         ));
 
@@ -303,26 +320,5 @@ impl Engine {
         }
         info!("engine stopped");
         Ok(())
-    }
-}
-
-async fn sweep_journal(
-    journal: Arc<SledJournal>,
-    retention: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(RETENTION_SWEEP);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let before =
-            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-        match journal.purge_finished(before).await {
-            Ok(0) => {}
-            Ok(purged) => info!(purged, "purged finished runs past the journal retention"),
-            Err(e) => warn!(error = %e, "journal retention sweep failed"),
-        }
     }
 }

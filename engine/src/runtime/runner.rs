@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use workflows::{RunContext, RunError, Workflow};
 
 use super::RunFinished;
@@ -34,6 +34,7 @@ use crate::bus::{Names, codec};
 use crate::journal::{
     AttemptRecord, Durability, ErrorRecord, Journal, RunRecord, RunStatus, TriggerRecord,
 };
+use crate::metrics::{self, InfraLabels};
 
 /// Messages requested per pull.
 const MAX_BATCH: usize = 256;
@@ -42,6 +43,15 @@ const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// Delay before a message that met an infrastructure error (journal, DLQ publish) comes back.
 const INFRA_RETRY: Duration = Duration::from_secs(2);
+/// Infrastructure retries of one message (counted by this engine) before it is escalated:
+/// dead-lettered with kind `infrastructure`, or, when the DLQ itself fails, terminated with an
+/// error log. With [`INFRA_RETRY`] that is about 8 s of failures. Below the consumers'
+/// MaxDeliver slack ([`super::poison::MAX_DELIVER_SLACK`]), so that the runner escalates before
+/// JetStream retires the message.
+pub(crate) const MAX_INFRA_RETRIES: u32 = 4;
+/// Messages whose infrastructure retries are tracked at once; past it the counts start over
+/// (which only postpones an escalation). Entries leave when their message is answered otherwise.
+const MAX_TRACKED_INFRA: usize = 10_000;
 /// The journaled kind of a throttled attempt ([`workflows::RunError::kind_name`]).
 const THROTTLED_KIND: &str = "throttled";
 
@@ -73,12 +83,105 @@ fn is_redrive(names: &Names, workflow: &str, subject: &str, headers: Option<&Hea
     on_redrive_subject
 }
 
+/// Whether an event may be run by `workflow` from `subject`. Events are routed by subject
+/// ([`Names::event_subject`]: `<prefix>.events.<type>.<subject token>`), so the type in the
+/// subject must be the event's own: otherwise a publisher could run a workflow with an event of
+/// another type. A re-drive (`<prefix>.runs.<workflow>.<key>`) carries the type of the event it
+/// re-drives, which must be one of the workflow's triggers.
+///
+/// # Errors
+/// The reason the event does not belong on this subject.
+fn check_routing(
+    names: &Names,
+    workflow: &dyn Workflow,
+    subject: &str,
+    ty: &str,
+) -> Result<(), String> {
+    let rest = subject.strip_prefix(names.prefix()).unwrap_or_default();
+    if let Some(rest) = rest.strip_prefix(".events.") {
+        let typed = rest
+            .strip_prefix(ty)
+            .and_then(|token| token.strip_prefix('.'))
+            .is_some_and(|token| !token.is_empty() && !token.contains('.'));
+        return match typed {
+            true => Ok(()),
+            false => Err(format!(
+                "event type {ty:?} does not match the subject {subject:?} it arrived on \
+                 (an event of this type is published on {}.events.{ty}.<subject>)",
+                names.prefix()
+            )),
+        };
+    }
+    if rest.starts_with(".runs.") {
+        return match workflow.triggers().iter().any(|pattern| matches_pattern(pattern, ty)) {
+            true => Ok(()),
+            false => Err(format!(
+                "re-drive of an event of type {ty:?}, which does not trigger workflow {}",
+                workflow.name()
+            )),
+        };
+    }
+    Err(format!("subject {subject:?} is not an event or re-drive subject"))
+}
+
+/// Whether a dot-separated `name` matches a NATS-style `pattern` (`*` one token, `>` the rest).
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let mut names = name.split('.');
+    for token in pattern.split('.') {
+        match (token, names.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (token, Some(name)) if token == name => {}
+            _ => return false,
+        }
+    }
+    names.next().is_none()
+}
+
 /// What to answer JetStream.
 #[derive(Debug, PartialEq)]
 enum Answer {
     Ack,
     Nak(Duration),
     Term,
+    /// The journal or the DLQ failed: Nak([`INFRA_RETRY`]) until [`MAX_INFRA_RETRIES`], then
+    /// escalate (see [`Runner::retry_or_escalate`]).
+    Infra(InfraFailure),
+}
+
+/// An infrastructure failure met while handling a message.
+#[derive(Debug, PartialEq)]
+struct InfraFailure {
+    /// What was being done, e.g. "reading the journal".
+    what: &'static str,
+    error: String,
+    /// Whether the DLQ publish is what failed (then escalation cannot dead-letter).
+    dlq: bool,
+    /// The run, once known: its id, key and attempts.
+    run: Option<(String, String, u32)>,
+}
+
+/// Infrastructure retries per stream sequence, counted by this engine.
+#[derive(Default)]
+pub(crate) struct InfraRetries {
+    counts: Mutex<HashMap<u64, u32>>,
+}
+
+impl InfraRetries {
+    /// Counts one more retry of the message at `sequence` and returns the count.
+    fn bump(&self, sequence: u64) -> u32 {
+        let mut counts = self.counts.lock().expect("infra retries lock");
+        if counts.len() >= MAX_TRACKED_INFRA && !counts.contains_key(&sequence) {
+            counts.clear();
+        }
+        let count = counts.entry(sequence).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn forget(&self, sequence: u64) {
+        self.counts.lock().expect("infra retries lock").remove(&sequence);
+    }
 }
 
 pub(crate) struct Runner {
@@ -92,6 +195,7 @@ pub(crate) struct Runner {
     pub concurrency: usize,
     pub finished: broadcast::Sender<RunFinished>,
     pub keys: KeyLocks,
+    pub infra_retries: InfraRetries,
 }
 
 impl Runner {
@@ -177,7 +281,18 @@ impl Runner {
                 }
             }
         };
+        let sequence = message.info().map(|info| info.stream_sequence).ok();
+        let answer = match answer {
+            Answer::Infra(failure) => self.retry_or_escalate(&message, failure).await,
+            answer => {
+                if let Some(sequence) = sequence {
+                    self.infra_retries.forget(sequence);
+                }
+                answer
+            }
+        };
         let sent = match answer {
+            Answer::Infra(_) => unreachable!("infrastructure failures were answered above"),
             Answer::Ack => message.ack().await,
             Answer::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
             Answer::Term => message.ack_with(AckKind::Term).await,
@@ -221,8 +336,40 @@ impl Runner {
                     .map_or_else(|a| a, |_| Answer::Term);
             }
         };
-        let key = self.workflow.key(&event);
         let run_id = run_id(self.workflow.name(), &event);
+        // The workflow's `key` is its code: a panic in it must not kill the task (the message
+        // would come back every ack wait, for ever).
+        let key = check_routing(&self.names, self.workflow.as_ref(), &message.subject, event.ty())
+            .map_err(|reason| (dlq::KIND_TYPE_MISMATCH, reason))
+            .and_then(|()| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.workflow.key(&event))).map_err(
+                    |panic| {
+                        let panic = panic_message(&*panic);
+                        ("permanent", format!("the workflow's key() panicked: {panic}"))
+                    },
+                )
+            });
+        let key = match key {
+            Ok(key) => key,
+            Err((kind, reason)) => {
+                warn!(workflow = self.workflow.name(), subject = %message.subject, stream_sequence, %reason, "event refused");
+                let letter = DeadLetter {
+                    workflow: self.workflow.name(),
+                    run_id: (kind != dlq::KIND_TYPE_MISMATCH).then_some(run_id.as_str()),
+                    key: None,
+                    subject: &message.subject,
+                    stream_sequence,
+                    delivered,
+                    attempts: 0,
+                    error_kind: kind,
+                    error: &reason,
+                };
+                return self
+                    .dead_letter(message, &letter)
+                    .await
+                    .map_or_else(|a| a, |_| Answer::Term);
+            }
+        };
         let _key_guard = tokio::select! {
             guard = self.keys.lock(&key) => guard,
             _ = shutdown.cancelled() => return Answer::Nak(Duration::ZERO),
@@ -254,7 +401,7 @@ impl Runner {
         let now = Utc::now();
         let existing = match self.journal.run(&run_id).await {
             Ok(existing) => existing,
-            Err(e) => return self.infra_failure("reading the journal", &e),
+            Err(e) => return infra("reading the journal", &e, None),
         };
         let mut run = match existing {
             Some(run) if run.status == RunStatus::Succeeded => {
@@ -299,11 +446,17 @@ impl Runner {
             },
         };
         let is_new = run.history.is_empty() && run.redrives == 0;
-        // The start of an attempt is journaled lazily, so a crash before the first step ends may
-        // lose it; JetStream's delivery count of this message still counts such attempts, less
-        // the throttled deliveries, which were not attempts.
-        let delivered = u32::try_from(context.delivered).unwrap_or(1);
-        run.attempts = (run.attempts + 1).max(delivered.saturating_sub(run.throttled));
+        let journaled = match is_new {
+            true => Vec::new(),
+            false => match self.journal.steps(&run.id).await {
+                Ok(steps) => steps,
+                Err(e) => return infra("reading the run's steps", &e, Some(&run)),
+            },
+        };
+        // Only attempts that run count: the start is durable before the workflow code runs, so a
+        // crash mid-attempt still counts it, and a delivery that never got here (waiting for its
+        // key at shutdown, an infrastructure failure) does not.
+        run.attempts += 1;
         run.status = RunStatus::Running;
         run.updated_at = now;
         run.history.push(AttemptRecord {
@@ -315,16 +468,10 @@ impl Runner {
             retry_delay_ms: None,
         });
         tracing::Span::current().record("attempt", run.attempts);
-        if let Err(e) = self.journal.put_run(&run, Durability::Lazy).await {
-            return self.infra_failure("journaling the run's start", &e);
+        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
+            run.attempts -= 1;
+            return infra("journaling the run's start", &e, Some(&run));
         }
-        let journaled = match is_new {
-            true => Vec::new(),
-            false => match self.journal.steps(&run.id).await {
-                Ok(steps) => steps,
-                Err(e) => return self.infra_failure("reading the run's steps", &e),
-            },
-        };
 
         let steps = JournalSteps::new(
             self.journal.clone(),
@@ -337,7 +484,7 @@ impl Runner {
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
-                Err(RunError::permanent(format!("workflow panicked: {}", panic_message(&panic))))
+                Err(RunError::permanent(format!("workflow panicked: {}", panic_message(&*panic))))
             });
 
         let now = Utc::now();
@@ -352,7 +499,7 @@ impl Runner {
                 run.error = None;
                 run.finished_at = Some(now);
                 if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-                    return self.infra_failure("journaling the run's success", &e);
+                    return infra("journaling the run's success", &e, Some(&run));
                 }
                 debug!(attempts = run.attempts, "run succeeded");
                 self.announce(&run);
@@ -382,7 +529,7 @@ impl Runner {
                     not_an_attempt(&mut run);
                 }
                 if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-                    return self.infra_failure("journaling the run's retry", &e);
+                    return infra("journaling the run's retry", &e, Some(&run));
                 }
                 info!(attempts = run.attempts, throttled = run.throttled, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
                 Answer::Nak(delay)
@@ -393,7 +540,7 @@ impl Runner {
     /// Journals the failure, copies the event to the DLQ, records where, then terminates.
     async fn fail_into_dlq(&self, mut run: RunRecord, context: &MessageContext<'_>) -> Answer {
         if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-            return self.infra_failure("journaling the run's failure", &e);
+            return infra("journaling the run's failure", &e, Some(&run));
         }
         let error = run
             .error
@@ -412,11 +559,15 @@ impl Runner {
         };
         let sequence = match self.dead_letter(context.message, &letter).await {
             Ok(sequence) => sequence,
+            Err(Answer::Infra(mut failure)) => {
+                failure.run = Some((run.id.clone(), run.key.clone(), run.attempts));
+                return Answer::Infra(failure);
+            }
             Err(answer) => return answer,
         };
         run.dlq_sequence = Some(sequence);
         if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-            return self.infra_failure("journaling the DLQ entry", &e);
+            return infra("journaling the DLQ entry", &e, Some(&run));
         }
         self.announce(&run);
         Answer::Term
@@ -436,13 +587,83 @@ impl Runner {
                 info!(dlq_sequence = published.sequence, reason = letter.error, "dead-lettered");
                 Ok(published.sequence)
             }
-            Err(e) => Err(self.infra_failure("publishing to the DLQ", &e)),
+            Err(e) => Err(Answer::Infra(InfraFailure {
+                what: "publishing to the DLQ",
+                error: e.to_string(),
+                dlq: true,
+                run: None,
+            })),
         }
     }
 
-    fn infra_failure(&self, what: &str, error: &dyn std::error::Error) -> Answer {
-        warn!(workflow = self.workflow.name(), error = %error, "{what} failed; the message comes back in {INFRA_RETRY:?}");
-        Answer::Nak(INFRA_RETRY)
+    /// Answers an infrastructure failure: Nak([`INFRA_RETRY`]) while this engine has retried the
+    /// message fewer than [`MAX_INFRA_RETRIES`] times; then dead-letters it with kind
+    /// `infrastructure` and terminates it, or, when the DLQ is what fails (or fails now too),
+    /// terminates it with an error log naming its sequence. Every retry and escalation is logged
+    /// and counted in the runtime's infrastructure metrics.
+    async fn retry_or_escalate(&self, message: &Message, failure: InfraFailure) -> Answer {
+        let workflow = self.workflow.name();
+        let labels = InfraLabels {
+            workflow: workflow.to_owned(),
+            what: if failure.dlq { "dlq" } else { "journal" }.to_owned(),
+        };
+        let Ok(info) = message.info() else { return Answer::Nak(INFRA_RETRY) };
+        let sequence = info.stream_sequence;
+        let retries = self.infra_retries.bump(sequence);
+        let (what, error) = (failure.what, &failure.error);
+        if retries <= MAX_INFRA_RETRIES {
+            metrics::infra_retries().get_or_create(&labels).inc();
+            warn!(workflow, stream_sequence = sequence, retries, error = %error, "{what} failed; the message comes back in {INFRA_RETRY:?}");
+            return Answer::Nak(INFRA_RETRY);
+        }
+        self.infra_retries.forget(sequence);
+        metrics::infra_escalations().get_or_create(&labels).inc();
+        let reason = format!("{what} failed {MAX_INFRA_RETRIES} times: {error}");
+        if !failure.dlq {
+            let (run_id, key, attempts) = match &failure.run {
+                Some((run_id, key, attempts)) => {
+                    (Some(run_id.as_str()), Some(key.as_str()), *attempts)
+                }
+                None => (None, None, 0),
+            };
+            let letter = DeadLetter {
+                workflow,
+                run_id,
+                key,
+                subject: &message.subject,
+                stream_sequence: sequence,
+                delivered: info.delivered,
+                attempts,
+                error_kind: dlq::KIND_INFRASTRUCTURE,
+                error: &reason,
+            };
+            match dlq::dead_letter(
+                &self.js,
+                &self.names,
+                message.headers.as_ref(),
+                message.payload.clone(),
+                &letter,
+            )
+            .await
+            {
+                Ok(published) => {
+                    error!(workflow, stream_sequence = sequence, dlq_sequence = published.sequence, %reason, "giving up on infrastructure retries: dead-lettered");
+                    return Answer::Term;
+                }
+                Err(e) => {
+                    error!(workflow, stream_sequence = sequence, error = %e, "dead-lettering after infrastructure retries failed too");
+                }
+            }
+        }
+        error!(
+            workflow,
+            stream_sequence = sequence,
+            run_id = failure.run.as_ref().map(|run| run.0.as_str()),
+            %reason,
+            "giving up on infrastructure retries: terminating the message without a dead letter; \
+             it stays in the events stream at this sequence"
+        );
+        Answer::Term
     }
 
     fn announce(&self, run: &RunRecord) {
@@ -453,6 +674,16 @@ impl Runner {
             at: Utc::now(),
         });
     }
+}
+
+/// An infrastructure failure while `what`, for the run if known.
+fn infra(what: &'static str, error: &dyn std::error::Error, run: Option<&RunRecord>) -> Answer {
+    Answer::Infra(InfraFailure {
+        what,
+        error: error.to_string(),
+        dlq: false,
+        run: run.map(|run| (run.id.clone(), run.key.clone(), run.attempts)),
+    })
 }
 
 /// Undoes the count of a throttled delivery: it waited for a rate limit and is not one of the
@@ -548,6 +779,54 @@ mod tests {
         ] {
             assert!(!is_redrive(&names, "ping", subject, Some(&marked)), "{subject}");
         }
+    }
+
+    #[test]
+    fn events_are_run_only_from_the_subject_of_their_type() {
+        let names = Names::new("muster");
+        let ping = workflows::ping::Ping;
+        let ok = |subject: &str, ty: &str| check_routing(&names, &ping, subject, ty);
+        assert_eq!(ok("muster.events.muster.ping.k", "muster.ping"), Ok(()));
+        assert_eq!(ok("muster.events.muster.ping._", "muster.ping"), Ok(()));
+        for (subject, ty) in [
+            ("muster.events.muster.ping.k", "muster.team.created"),
+            ("muster.events.muster.ping.k", "muster"),
+            ("muster.events.muster.ping.k", "muster.pin"),
+            ("muster.events.muster.ping.a.b", "muster.ping"),
+            ("muster.events.muster.ping", "muster.ping"),
+            ("muster.runs.ping.k", "muster.team.created"),
+            ("other.events.muster.ping.k", "muster.ping"),
+        ] {
+            let refused = ok(subject, ty).expect_err(subject);
+            assert!(refused.contains(ty) || refused.contains(subject), "{refused}");
+        }
+        // A re-drive carries the type of the event it re-drives: one of the workflow's triggers.
+        assert_eq!(ok("muster.runs.ping.k", "muster.ping"), Ok(()));
+    }
+
+    #[test]
+    fn trigger_patterns_match_like_nats_subjects() {
+        assert!(matches_pattern("muster.team.*", "muster.team.created"));
+        assert!(!matches_pattern("muster.team.*", "muster.team.created.x"));
+        assert!(!matches_pattern("muster.team.*", "muster.team"));
+        assert!(matches_pattern("com.github.>", "com.github.push"));
+        assert!(matches_pattern("com.github.>", "com.github.a.b"));
+        assert!(!matches_pattern("com.github.>", "com.github"));
+        assert!(matches_pattern("muster.ping", "muster.ping"));
+        assert!(!matches_pattern("muster.ping", "muster.pings"));
+    }
+
+    #[test]
+    fn infrastructure_retries_escalate_before_maxdeliver_retires_the_message() {
+        const { assert!(MAX_INFRA_RETRIES < super::super::poison::MAX_DELIVER_SLACK) };
+    }
+
+    #[test]
+    fn infra_retries_are_counted_per_message_and_forgotten() {
+        let retries = InfraRetries::default();
+        assert_eq!((retries.bump(7), retries.bump(7), retries.bump(8)), (1, 2, 1));
+        retries.forget(7);
+        assert_eq!(retries.bump(7), 1);
     }
 
     #[test]

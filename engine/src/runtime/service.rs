@@ -3,7 +3,9 @@
 //! instead of opening its files.
 //!
 //! Endpoints under `<prefix>.api`: `runs.list` (body: a JSON [`RunFilter`]) answers a JSON array
-//! of runs; `runs.show` (body: a run id) answers `{"run": .., "steps": [..]}` or a 404 error.
+//! of runs; `runs.show` (body: a run id) answers `{"run": .., "steps": [..]}` or a 404 error;
+//! `runs.fail` (body: a JSON [`OperatorFailure`]) fails an unfinished run and answers it, or a 404
+//! or 409 error.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Names;
-use crate::journal::{Journal, RunFilter, RunRecord, StepRecord};
+use crate::journal::{FailRunError, Journal, OperatorFailure, RunFilter, RunRecord, StepRecord};
 
 pub const SERVICE_NAME: &str = "muster-engine";
 
@@ -53,6 +55,7 @@ pub(crate) async fn serve(
     let group = service.group(names.api_group());
     let mut list = group.endpoint("runs.list").await?;
     let mut show = group.endpoint("runs.show").await?;
+    let mut fail = group.endpoint("runs.fail").await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -71,6 +74,13 @@ pub(crate) async fn serve(
                     let response = show_run(journal.as_ref(), &id).await;
                     let _ = request.respond(response).await;
                 }
+                Some(request) = fail.next() => {
+                    let response = match serde_json::from_slice::<OperatorFailure>(&request.message.payload) {
+                        Err(e) => Err(error(400, format!("invalid failure: {e}"))),
+                        Ok(failure) => fail_run(journal.as_ref(), &failure).await,
+                    };
+                    let _ = request.respond(response).await;
+                }
                 else => return,
             }
         }
@@ -86,6 +96,21 @@ async fn show_run(
     let run = run.ok_or_else(|| error(404, format!("no run {id:?}")))?;
     let steps = journal.steps(id).await.map_err(|e| error(500, e.to_string()))?;
     Ok(json(&RunDetail { run, steps }))
+}
+
+async fn fail_run(
+    journal: &dyn Journal,
+    failure: &OperatorFailure,
+) -> Result<Bytes, async_nats::service::error::Error> {
+    match crate::journal::fail_run(journal, failure).await {
+        Ok(run) => {
+            tracing::warn!(run_id = %run.id, by = %failure.by, reason = %failure.reason, "run failed by an operator");
+            Ok(json(&run))
+        }
+        Err(e @ FailRunError::NoSuchRun(_)) => Err(error(404, e.to_string())),
+        Err(e @ FailRunError::Finished { .. }) => Err(error(409, e.to_string())),
+        Err(e @ FailRunError::Journal(_)) => Err(error(500, e.to_string())),
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Bytes {
@@ -139,6 +164,20 @@ pub async fn ask_runs(
 ) -> Result<Vec<RunRecord>, AskError> {
     let body = Bytes::from(serde_json::to_vec(filter)?);
     let payload = ask(client, format!("{}.runs.list", names.api_group()), body).await?;
+    Ok(serde_json::from_slice(&payload)?)
+}
+
+/// Asks the running engine to fail an unfinished run.
+///
+/// # Errors
+/// No engine answers, no such run (404), a finished run (409), or another error.
+pub async fn ask_fail(
+    client: &Client,
+    names: &Names,
+    failure: &OperatorFailure,
+) -> Result<RunRecord, AskError> {
+    let body = Bytes::from(serde_json::to_vec(failure)?);
+    let payload = ask(client, format!("{}.runs.fail", names.api_group()), body).await?;
     Ok(serde_json::from_slice(&payload)?)
 }
 
