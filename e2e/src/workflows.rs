@@ -13,7 +13,7 @@ use workflows::{Event, RunContext, RunError, Workflow};
 
 /// Every test workflow.
 pub fn all() -> Vec<Arc<dyn Workflow>> {
-    vec![Arc::new(Slow), Arc::new(Flaky), Arc::new(Sleepy)]
+    vec![Arc::new(Slow), Arc::new(Flaky), Arc::new(FlakyTwin), Arc::new(Sleepy)]
 }
 
 /// Appends one line to `dir/effects`: one side effect.
@@ -135,4 +135,58 @@ impl Workflow for Sleepy {
         .await?;
         Ok(json!({ "slept_ms": sleep_ms }))
     }
+}
+
+/// The file whose presence makes [`FlakyTwin`] fail.
+pub const TWIN_BROKEN: &str = "twin-broken";
+/// The file [`FlakyTwin`] records its calls in.
+const TWIN_EFFECTS: &str = "twin-effects";
+
+/// `flaky-twin` (`test.flaky` too): a second workflow on `flaky`'s type, so a test can show
+/// that re-driving one workflow's run leaves the other's alone. Step `call` appends
+/// `<event id> call-<attempt>` to `dir/twin-effects` (not `dir/effects`, which `flaky`'s tests
+/// count) and fails with a retryable error while `dir/twin-broken` exists.
+pub struct FlakyTwin;
+
+#[async_trait]
+impl Workflow for FlakyTwin {
+    fn name(&self) -> &'static str {
+        "flaky-twin"
+    }
+    fn triggers(&self) -> &'static [&'static str] {
+        &["test.flaky"]
+    }
+    async fn run(&self, ctx: &mut RunContext, event: Event) -> Result<serde_json::Value, RunError> {
+        let dir = data(&event)?.dir;
+        let id = workflows::AttributesReader::id(&event).to_owned();
+        let attempt = ctx.attempt();
+        ctx.step("call", || async {
+            let line = format!("{id} call-{attempt}");
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(TWIN_EFFECTS))
+                .map_err(|e| RunError::retryable(format!("twin effects file: {e}")))?;
+            writeln!(file, "{line}")
+                .and_then(|()| file.sync_all())
+                .map_err(|e| RunError::retryable(format!("twin effects file: {e}")))?;
+            if dir.join(TWIN_BROKEN).exists() {
+                return Err(RunError::retryable(
+                    "the twin is broken (the file `twin-broken` exists)",
+                ));
+            }
+            Ok(attempt)
+        })
+        .await?;
+        Ok(json!({ "succeeded_on_attempt": attempt }))
+    }
+}
+
+/// Lines of `dir/twin-effects`: what [`FlakyTwin`] ran.
+pub fn twin_effects(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(TWIN_EFFECTS))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

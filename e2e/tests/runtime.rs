@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use e2e::harness::{WAIT, World, event, wait_for};
-use e2e::workflows::effects;
+use e2e::workflows::{TWIN_BROKEN, effects, twin_effects};
 use engine::journal::RunStatus;
 use engine::runtime::dlq::DlqEntry;
 use engine::runtime::run_id;
@@ -146,20 +146,29 @@ async fn exhausted_attempts_dead_letter_and_replay_succeeds_after_the_fix() -> a
     world.set("MUSTER_RUNTIME__MAX_ATTEMPTS", "2");
     let dir = world.effects_dir();
     std::fs::write(dir.join("broken"), "")?;
+    // `flaky-twin` runs the same events and fails alike, so both runs are dead-lettered: a
+    // replay that reached every workflow of the type would re-run the twin too.
+    std::fs::write(dir.join(TWIN_BROKEN), "")?;
     let mut engine = world.start_engine().await?;
     let flaky = event("test.flaky", "f-2", "team-a", json!({"dir": dir}));
     world.publish(&flaky).await?;
     let id = run_id("flaky", &flaky);
+    let twin_id = run_id("flaky-twin", &flaky);
     let failed = world.wait_run(&id, RunStatus::Failed).await?;
     assert_eq!(failed.run.attempts, 2);
     let dlq_seq = wait_for("the run's DLQ entry to be recorded", WAIT, || async {
         world.run_detail(&id).await.ok()?.run.dlq_sequence
     })
     .await?;
+    world.wait_run(&twin_id, RunStatus::Failed).await?;
+    let twin_seq = wait_for("the twin run's DLQ entry to be recorded", WAIT, || async {
+        world.run_detail(&twin_id).await.ok()?.run.dlq_sequence
+    })
+    .await?;
 
     let entries: Vec<DlqEntry> = world.cli_json(&["dlq", "list", "--json"]).await?;
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let entry = &entries[0];
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let entry = entries.iter().find(|e| e.workflow == "flaky").expect("flaky's dead letter");
     assert_eq!(
         (entry.seq, entry.workflow.as_str(), entry.run_id.as_deref()),
         (dlq_seq, "flaky", Some(id.as_str()))
@@ -174,15 +183,37 @@ async fn exhausted_attempts_dead_letter_and_replay_succeeds_after_the_fix() -> a
         "{shown}"
     );
 
+    // Fix both, replay only flaky's letter.
     std::fs::remove_file(dir.join("broken"))?;
+    std::fs::remove_file(dir.join(TWIN_BROKEN))?;
     let replayed = world.cli(&["dlq", "replay", &dlq_seq.to_string()]).await?;
     assert!(replayed.contains(&format!("replayed dead letter {dlq_seq}")), "{replayed}");
     let detail = world.wait_run(&id, RunStatus::Succeeded).await?;
     assert_eq!((detail.run.redrives, detail.run.attempts), (1, 1));
     assert_eq!(effects(&dir), ["call-1", "call-2", "call-1"]);
+
+    // A later event on the same key: the twin handles a key's messages in stream order, so once
+    // it has run this one it has seen anything the replay sent it.
+    let later = event("test.flaky", "f-3", "team-a", json!({"dir": dir}));
+    world.publish(&later).await?;
+    world.wait_run(&run_id("flaky-twin", &later), RunStatus::Succeeded).await?;
+    world.wait_run(&run_id("flaky", &later), RunStatus::Succeeded).await?;
+
+    // Re-driving addressed only the flaky workflow: the twin, failed on the same event and just
+    // as fixed, was not re-run, and its dead letter waits for its own replay.
+    assert_eq!(twin_effects(&dir), ["f-2 call-1", "f-2 call-2", "f-3 call-1"]);
+    let twin = world.run_detail(&twin_id).await?;
+    assert_eq!(
+        (twin.run.status, twin.run.redrives, twin.run.dlq_sequence),
+        (RunStatus::Failed, 0, Some(twin_seq))
+    );
     let entries: Vec<DlqEntry> = world.cli_json(&["dlq", "list", "--json"]).await?;
-    assert!(entries.is_empty(), "a replayed dead letter is removed: {entries:?}");
-    // Re-driving addressed only the flaky workflow: the ping consumer saw nothing of it.
+    assert_eq!(
+        entries.iter().map(|e| (e.seq, e.workflow.as_str())).collect::<Vec<_>>(),
+        [(twin_seq, "flaky-twin")],
+        "a replayed dead letter is removed, the other stays"
+    );
+    // Nor did the ping consumer see any of it.
     assert!(world.runs("ping").await?.is_empty());
     engine.stop().await
 }
@@ -385,6 +416,14 @@ async fn a_step_longer_than_the_ack_wait_is_kept_alive_by_heartbeats() -> anyhow
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>("sleepy")
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    assert_eq!(consumer.cached_info().num_redelivered, 0);
+    // Every delivery, redeliveries included, takes the next consumer sequence, and unlike
+    // `num_redelivered` (which counts only messages still unacknowledged) the count outlives the
+    // ack: one message delivered once is consumer sequence 1.
+    let info = consumer.cached_info();
+    assert_eq!(
+        (info.delivered.consumer_sequence, info.num_ack_pending),
+        (1, 0),
+        "delivered once, never redelivered: {info:?}"
+    );
     engine.stop().await
 }

@@ -6,6 +6,11 @@
 //! relay is woken, so a test can show that the change's event is still published, exactly
 //! once, after a restart.
 //!
+//! `MUSTER_FAULT=before-record-flush` stalls a sled records mutation between its write and its
+//! flush, then aborts, so a test can show the relay never publishes an event whose change the
+//! crash loses. It lives in `connectors::records::sled::fault` (connectors cannot reach this
+//! crate); `connectors/tests/outbox_crash.rs` uses it.
+//!
 //! `MUSTER_FAULT=after-step:<workflow>:<step>` aborts right after that step's result is durable
 //! in the journal, so a test can show that a run resumes at the next step after a crash.
 

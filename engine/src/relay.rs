@@ -8,6 +8,9 @@
 //! events stored before the outbox recorded it).
 //!
 //! # Guarantees
+//! - Only durable events are published: the store's `outbox_pending` returns an event only once
+//!   its change is on disk (sled: read under the writer lock a mutation holds through its
+//!   flush; PostgreSQL: committed rows only), so a crash cannot lose a change already announced.
 //! - An event is removed from the outbox only after JetStream acknowledged it (PubAck), so a
 //!   crash at any point loses no event: the next relay (after a restart) publishes it.
 //! - A crash between the PubAck and the removal publishes the event again; its `Nats-Msg-Id`

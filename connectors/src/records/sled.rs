@@ -36,8 +36,11 @@ use super::new_event_id;
 /// - Each mutation is one sled transaction over every tree it touches (the record, the
 ///   namespace-name index, the outbox), so a crash leaves all of it or none of it.
 /// - A mutation returns `Ok` only after `Db::flush`: the change and its outbox event are on
-///   disk. (A concurrent reader can see a change a moment before that flush completes; sled
-///   has no read isolation from durability.)
+///   disk. (A concurrent `get`/`list` can see a change a moment before that flush completes;
+///   sled has no read isolation from durability.)
+/// - `outbox_pending` returns only durable events: it reads under the writer lock, which a
+///   mutation holds until its flush has completed, so the relay never publishes an event whose
+///   change a crash could still lose.
 /// - Mutations through one `SledRecords` (and its clones) are serialised, so multi-key checks
 ///   (a purge's scan of namespace records) see a stable view. Open one per database.
 #[derive(Clone)]
@@ -53,8 +56,10 @@ struct Inner {
     namespace_names: Tree,
     outbox: Tree,
     outbox_ids: Tree,
-    /// Held across a mutation's reads and transaction (not its flush). sled runs every
-    /// transaction under one global lock anyway, so this costs no concurrency.
+    /// Held across a mutation's reads, transaction *and flush*, and by `outbox_pending`: an
+    /// outbox entry becomes visible to the relay only once it is on disk. sled runs every
+    /// transaction under one global lock anyway; what this costs is that concurrent mutations
+    /// flush one after the other (records change at human pace).
     writer: Mutex<()>,
 }
 
@@ -93,14 +98,29 @@ impl SledRecords {
 }
 
 impl Inner {
-    /// Runs the mutation `f` under the writer lock, then flushes.
+    /// Runs the mutation `f` and flushes, both under the writer lock: until the flush is done
+    /// no reader of the outbox (see [`Inner::outbox_pending`]) can see what `f` wrote.
     fn mutate<T>(&self, f: impl FnOnce(&Self) -> RecordsResult<T>) -> RecordsResult<T> {
-        let out = {
-            let _guard = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
-            f(self)?
-        };
+        let _guard = self.lock();
+        let out = f(self)?;
+        fault::before_record_flush();
         self.db.flush().map_err(backend)?;
         Ok(out)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The oldest `limit` outbox events, read under the writer lock so that every one of them
+    /// is durable (a mutation flushes before it lets go of the lock).
+    fn outbox_pending(&self, limit: usize) -> RecordsResult<Vec<OutboxEvent>> {
+        let _guard = self.lock();
+        self.outbox
+            .iter()
+            .take(page_size(limit))
+            .map(|entry| decode(&entry.map_err(backend)?.1))
+            .collect()
     }
 
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> RecordsResult<Option<T>> {
@@ -648,14 +668,7 @@ impl Records for SledRecords {
     }
 
     async fn outbox_pending(&self, limit: usize) -> RecordsResult<Vec<OutboxEvent>> {
-        self.blocking(move |s| {
-            s.outbox
-                .iter()
-                .take(page_size(limit))
-                .map(|entry| decode(&entry.map_err(backend)?.1))
-                .collect()
-        })
-        .await
+        self.blocking(move |s| s.outbox_pending(limit)).await
     }
 
     async fn outbox_remove(&self, ids: &[String]) -> RecordsResult<()> {
@@ -728,6 +741,37 @@ fn from_tx(error: TransactionError<RecordsError>) -> RecordsError {
     match error {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => backend(e),
+    }
+}
+
+/// The crash test's fault point between a mutation's write and its flush. **A test hook, not a
+/// feature**: production never sets `MUSTER_FAULT` (the engine's other fault points are in
+/// `engine::fault`; this crate cannot reach them).
+pub mod fault {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// The environment variable naming the active fault point (as `engine::fault::ENV`).
+    pub const ENV: &str = "MUSTER_FAULT";
+    /// Stall a mutation for [`STALL`] between its write and its flush, then abort the process
+    /// (`std::process::abort`: no cleanup, no flush, like `kill -9`). The stall gives a
+    /// concurrent reader of the outbox the time to see what the crash will lose, if it can.
+    pub const BEFORE_RECORD_FLUSH: &str = "before-record-flush";
+    /// How long the fault point holds the mutation before aborting.
+    pub const STALL: Duration = Duration::from_millis(500);
+
+    /// The `before-record-flush` fault point.
+    pub(super) fn before_record_flush() {
+        static FAULT: OnceLock<bool> = OnceLock::new();
+        let active =
+            *FAULT.get_or_init(|| std::env::var(ENV).is_ok_and(|v| v == BEFORE_RECORD_FLUSH));
+        if active {
+            eprintln!(
+                "{ENV}={BEFORE_RECORD_FLUSH}: aborting between a records write and its flush"
+            );
+            std::thread::sleep(STALL);
+            std::process::abort();
+        }
     }
 }
 

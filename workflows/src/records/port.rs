@@ -188,7 +188,9 @@ pub trait Records: Send + Sync {
 
     // ----- outbox -----
 
-    /// Up to `limit` events not yet removed, oldest first.
+    /// Up to `limit` events not yet removed, oldest first. Only durable events: one whose
+    /// record change a crash could still lose is never returned (the relay publishes what it
+    /// gets).
     async fn outbox_pending(&self, limit: usize) -> RecordsResult<Vec<OutboxEvent>>;
 
     /// Removes the events with these ids (after they were published). Unknown ids are
