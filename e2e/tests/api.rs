@@ -672,6 +672,15 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() -> anyhow::Result<()> {
         "bad-request",
     )
     .await?;
+    // A page of runs is bounded (500), not clamped; a cursor no list made is refused too.
+    for query in ["limit=501", "limit=0", "cursor=not-a-cursor"] {
+        problem(
+            http.get(format!("{api}/v1/runs?{query}")).send().await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+        )
+        .await?;
+    }
     problem(
         http.get(format!("{api}/v1/teams/Not_A_Slug")).send().await?,
         StatusCode::NOT_FOUND,

@@ -11,10 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::guard::{Access, Caller};
 use super::problem::{PROBLEM_JSON, Problem, ProblemKind};
 use super::responses::{Denied, InvalidParameter, NatsUnavailable, NoSuchRun};
-use super::teams::PageQuery;
+use super::teams::{Page, PageQuery};
 use super::{ApiState, json_with};
 use crate::bus::{codec, publish_raw};
-use crate::journal::{RunFilter, RunStatus, StatusQuery, retention};
+use crate::journal::{JournalError, RunFilter, RunStatus, StatusQuery, retention};
 use crate::runtime::dlq::{self, Dlq, ReplayError};
 use crate::runtime::service::RunDetail;
 
@@ -28,9 +28,32 @@ pub struct RunsQuery {
     pub status: Option<StatusQuery>,
     /// The run's key, e.g. a team slug.
     pub key: Option<String>,
-    /// At most this many, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Page size, 1 to 500 (default 100); a larger one is refused with 422.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Cursor pagination of a list of runs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunPageQuery {
+    /// Page size, 1 to 500 (default 100); a larger one is refused with 422.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of `filter` (its limit checked, 422 if out of bounds), as `{items, next_cursor}`.
+pub(crate) async fn run_page(state: &ApiState, filter: RunFilter) -> Result<Response, Problem> {
+    filter.checked_limit().map_err(|e| Problem::new(ProblemKind::Validation, e.to_string()))?;
+    let page = state.journal.list_runs(&filter).await.map_err(|e| match e {
+        JournalError::InvalidFilter(_) => Problem::new(ProblemKind::Validation, e.to_string()),
+        e => Problem::internal(&e),
+    })?;
+    Ok(json_with(StatusCode::OK, &[], &Page { items: page.items, next_cursor: page.next_cursor }))
 }
 
 /// A run status to list, or `stuck`.
@@ -45,11 +68,12 @@ pub enum RunStatusFilterDoc {
     Stuck,
 }
 
-/// Runs, newest first. `status=stuck` lists the runs that are running or retrying while their
+/// Runs, newest first, a page at a time (`next_cursor`). `status=stuck` lists the runs that are running or retrying while their
 /// trigger message is gone from the events stream: fail them with `engine runs fail`.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
+        (status = 422, description = "A limit above 500, or a cursor no list made", body = Problem, content_type = PROBLEM_JSON),
         InvalidParameter, NatsUnavailable, Denied,
     ))]
 pub async fn list(
@@ -60,7 +84,6 @@ pub async fn list(
     let mut access = Access::on("run.read", "run", "*");
     access.resource.team.clone_from(&query.key);
     state.authorize(&caller, access).await?;
-    let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
     let stuck_below = match query.status {
         Some(StatusQuery::Stuck) => Some(
             retention::first_sequence(&state.js, &state.names.events_stream())
@@ -73,11 +96,11 @@ pub async fn list(
         workflow: query.workflow,
         status: query.status.and_then(StatusQuery::status),
         key: query.key,
-        limit: Some(limit),
+        limit: query.limit,
+        after: query.cursor,
         stuck_below,
     };
-    let items = state.journal.list_runs(&filter).await.map_err(|e| Problem::internal(&e))?;
-    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+    run_page(&state, filter).await
 }
 
 /// One run with its steps.

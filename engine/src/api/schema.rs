@@ -459,6 +459,9 @@ pub struct StepDoc {
 #[schema(as = RunList)]
 pub struct RunListDoc {
     items: Vec<RunDoc>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default)]
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

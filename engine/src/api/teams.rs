@@ -418,9 +418,9 @@ pub struct LimitQuery {
     pub limit: Option<usize>,
 }
 
-/// Runs keyed by this team (e.g. its syncs), newest first.
+/// Runs keyed by this team (e.g. its syncs), newest first, a page at a time (`next_cursor`).
 #[utoipa::path(get, path = "/v1/teams/{slug}/runs", tag = "teams",
-    params(("slug" = String, Path, description = "Team slug"), LimitQuery),
+    params(("slug" = String, Path, description = "Team slug"), super::runs::RunPageQuery),
     responses(
         (status = 200, description = "Runs", body = super::schema::RunListDoc),
         InvalidParameter, NoSuchTeam, Denied,
@@ -429,15 +429,18 @@ pub async fn runs(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(slug): Path<String>,
-    Query(query): Query<LimitQuery>,
+    Query(query): Query<super::runs::RunPageQuery>,
 ) -> Result<Response, Problem> {
     checked_key("team", &slug)?;
     state.authorize(&caller, Access::team("run.read", &slug)).await?;
-    let limit = PageQuery { limit: query.limit, cursor: None }.limit()?;
     state.records.get_team(&slug).await?;
-    let filter = RunFilter { key: Some(slug), limit: Some(limit), ..RunFilter::default() };
-    let items = state.journal.list_runs(&filter).await.map_err(|e| Problem::internal(&e))?;
-    Ok(json_with(StatusCode::OK, &[], &serde_json::json!({ "items": items })))
+    let filter = RunFilter {
+        key: Some(slug),
+        limit: query.limit,
+        after: query.cursor,
+        ..RunFilter::default()
+    };
+    super::runs::run_page(&state, filter).await
 }
 
 /// A sync request that was published.

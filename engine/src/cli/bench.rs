@@ -4,6 +4,10 @@
 //! ack them with one async-nats pull consumer; (b) Muster: publish N pings and wait until all N
 //! runs (three journaled steps each) have finished. Both are timed from the first publish to the
 //! last ack or finished run, so the ratio is the throughput cost of durable execution.
+//!
+//! `engine bench runs` measures run queries instead ([`runs`]).
+
+mod runs;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -34,6 +38,9 @@ const PUBLISH_WINDOW: usize = 1024;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Another benchmark than the throughput halves.
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     /// Events per half.
     #[arg(long, default_value_t = 10_000)]
     pub events: usize,
@@ -46,6 +53,13 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchMode {
+    /// Run queries on a journal of N generated runs (no NATS): each filtered list through the
+    /// indexes against the unindexed scan, in the same run.
+    Runs(runs::RunsBenchArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +88,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(BenchMode::Runs(args)) = args.mode {
+        return runs::bench(args).await;
+    }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     let scratch = tempfile::tempdir()?;
     // A server of our own unless one was named: the bench then disturbs nothing.

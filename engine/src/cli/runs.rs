@@ -12,7 +12,8 @@ use crate::bus::{self, Names, codec};
 use crate::config::Config;
 use crate::journal::sled::SledJournal;
 use crate::journal::{
-    FAILED_BY_OPERATOR, Journal, OperatorFailure, RunFilter, RunRecord, StatusQuery, retention,
+    FAILED_BY_OPERATOR, Journal, MAX_LIST_LIMIT, OperatorFailure, RunFilter, RunPage, RunRecord,
+    StatusQuery, retention,
 };
 use crate::runtime::dlq::{self, DeadLetter};
 use crate::runtime::service::{self, AskError, RunDetail};
@@ -30,9 +31,12 @@ pub enum RunsCommand {
         status: Option<StatusQuery>,
         #[arg(long)]
         key: Option<String>,
-        /// At most this many runs.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many runs, 1 to 500 (page on with `--cursor`).
+        #[arg(long, default_value_t = 50, value_parser = list_limit)]
         limit: usize,
+        /// Continue a list: the cursor printed after its previous page.
+        #[arg(long)]
+        cursor: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -68,18 +72,22 @@ pub enum RunsCommand {
 
 pub async fn runs(config: Config, command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RunsCommand::List { workflow, status, key, limit, json } => {
+        RunsCommand::List { workflow, status, key, limit, cursor, json } => {
             let stuck_below = match status {
                 Some(StatusQuery::Stuck) => Some(events_first_sequence(&config).await?),
                 _ => None,
             };
             let status = status.and_then(StatusQuery::status);
-            let filter = RunFilter { workflow, status, key, limit: Some(limit), stuck_below };
-            let runs = list(&config, &filter).await?;
+            let filter =
+                RunFilter { workflow, status, key, limit: Some(limit), after: cursor, stuck_below };
+            let page = list(&config, &filter).await?;
             if json {
-                output::json(&runs)?;
+                output::json(&page.items)?;
             } else {
-                print_runs(&runs);
+                print_runs(&page.items);
+            }
+            if let Some(cursor) = page.next_cursor {
+                eprintln!("more runs: --cursor {cursor}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -180,12 +188,42 @@ async fn fail(
     Ok(crate::journal::fail_run(&offline_journal(config)?, &failure).await?)
 }
 
-/// Runs from the running engine, or from the journal when no engine answers.
-pub async fn list(config: &Config, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>> {
+/// `--limit`: a page size the engine answers, else a clear error before anything is asked.
+fn list_limit(value: &str) -> Result<usize, String> {
+    let limit: usize = value.parse().map_err(|e| format!("{value:?} is not a number: {e}"))?;
+    if (1..=MAX_LIST_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(format!(
+            "{limit} is not between 1 and {MAX_LIST_LIMIT}; list more with --cursor, which each \
+             page prints"
+        ))
+    }
+}
+
+/// A page of runs from the running engine, or from the journal when no engine answers. The
+/// engine may answer fewer runs than the limit to fit a NATS reply: the rest is asked for with
+/// its cursor, so the page holds `limit` runs when that many match.
+pub async fn list(config: &Config, filter: &RunFilter) -> anyhow::Result<RunPage> {
     if let Ok((client, _)) = bus::connect(config).await {
-        match service::ask_runs(&client, &Names::new(config.nats.prefix.clone()), filter).await {
-            Err(AskError::NoEngine(_)) => {}
-            result => return Ok(result?),
+        let names = Names::new(config.nats.prefix.clone());
+        let limit = filter.checked_limit()?;
+        let mut page = RunPage::default();
+        let mut next = filter.clone();
+        loop {
+            next.limit = Some(limit - page.items.len());
+            match service::ask_runs(&client, &names, &next).await {
+                Err(AskError::NoEngine(_)) if page.items.is_empty() => break,
+                Err(e) => return Err(e.into()),
+                Ok(part) => {
+                    page.items.extend(part.items);
+                    page.next_cursor = part.next_cursor;
+                }
+            }
+            match &page.next_cursor {
+                Some(cursor) if page.items.len() < limit => next.after = Some(cursor.clone()),
+                _ => return Ok(page),
+            }
         }
     }
     Ok(offline_journal(config)?.list_runs(filter).await?)

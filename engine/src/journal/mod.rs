@@ -164,14 +164,24 @@ pub struct StepRecord {
     pub duration_ms: Option<u64>,
 }
 
+/// Runs one list answers when the filter names no `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Most runs one list answers: a larger `limit` is refused ([`JournalError::InvalidFilter`]), so
+/// that one page is bounded in time and size; page on with [`RunPage::next_cursor`].
+pub const MAX_LIST_LIMIT: usize = 500;
+
 /// Which runs to list, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunFilter {
     pub workflow: Option<String>,
     pub status: Option<RunStatus>,
     pub key: Option<String>,
-    /// At most this many (default 100).
+    /// At most this many, 1 to [`MAX_LIST_LIMIT`] (default [`DEFAULT_LIST_LIMIT`]).
     pub limit: Option<usize>,
+    /// Only runs after this position in the list: the `next_cursor` of the previous page (see
+    /// [`page_cursor`]). Opaque to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// Only stuck runs: running or retrying, with a trigger whose stream sequence is below this
     /// one (the events stream's first sequence), so their message is gone and nothing will drive
     /// them again.
@@ -180,12 +190,62 @@ pub struct RunFilter {
 }
 
 impl RunFilter {
+    /// The page size asked for.
+    ///
+    /// # Errors
+    /// [`JournalError::InvalidFilter`] for a limit of 0 or above [`MAX_LIST_LIMIT`].
+    pub fn checked_limit(&self) -> Result<usize, JournalError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIST_LIMIT),
+            Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(JournalError::InvalidFilter(format!(
+                "limit {n} is not between 1 and {MAX_LIST_LIMIT}; page on with the cursor instead"
+            ))),
+        }
+    }
+
     pub fn matches(&self, run: &RunRecord) -> bool {
         self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
             && self.status.is_none_or(|s| s == run.status)
             && self.key.as_ref().is_none_or(|k| *k == run.key)
             && self.stuck_below.is_none_or(|first| run.is_stuck(first))
     }
+}
+
+/// One page of runs, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunPage {
+    pub items: Vec<RunRecord>,
+    /// Pass as [`RunFilter::after`] for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The cursor that continues a list after `run`: its place in the newest-first order (creation
+/// millis, then run id), hex-encoded. A page cut short (e.g. to fit a NATS reply) continues
+/// after its last item with this.
+pub fn page_cursor(run: &RunRecord) -> String {
+    hex::encode(list_position(run))
+}
+
+/// A run's place in every list: big-endian creation millis, then its id.
+pub(crate) fn list_position(run: &RunRecord) -> Vec<u8> {
+    let millis = u64::try_from(run.created_at.timestamp_millis()).unwrap_or(0);
+    let mut position = Vec::with_capacity(8 + run.id.len());
+    position.extend_from_slice(&millis.to_be_bytes());
+    position.extend_from_slice(run.id.as_bytes());
+    position
+}
+
+/// The position a cursor names.
+///
+/// # Errors
+/// [`JournalError::InvalidFilter`] when it is not one [`page_cursor`] made.
+pub(crate) fn cursor_position(cursor: &str) -> Result<Vec<u8>, JournalError> {
+    hex::decode(cursor)
+        .ok()
+        .filter(|position| position.len() > 8)
+        .ok_or_else(|| JournalError::InvalidFilter(format!("invalid cursor {cursor:?}")))
 }
 
 impl RunRecord {
@@ -267,6 +327,12 @@ pub enum JournalError {
         #[source]
         source: serde_json::Error,
     },
+    /// The filter cannot be answered: a limit out of bounds, a cursor no list made.
+    #[error("{0}")]
+    InvalidFilter(String),
+    /// The journal's blocking work was cancelled (the runtime is shutting down).
+    #[error("journal work interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// The run and step journal.
@@ -281,8 +347,13 @@ pub trait Journal: Send + Sync + 'static {
     -> Result<(), JournalError>;
     /// A run's steps in order.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError>;
-    /// Runs matching the filter, most recently created first.
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError>;
+    /// One page of the runs matching the filter, most recently created first, from
+    /// [`RunFilter::after`] on.
+    ///
+    /// # Errors
+    /// [`JournalError::InvalidFilter`] for a limit above [`MAX_LIST_LIMIT`] or a bad cursor; the
+    /// storage failed.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, JournalError>;
     /// Deletes the finished runs (and their steps) that `policy` lets go; returns how many.
     async fn purge_finished(&self, policy: &retention::PurgePolicy) -> Result<usize, JournalError>;
 }

@@ -228,25 +228,33 @@ impl Dlq {
     /// # Errors
     /// The DLQ stream is unreachable.
     pub async fn list(&self, limit: usize) -> Result<Vec<DlqEntry>, BusError> {
-        let mut stream = self.stream().await?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| BusError::jetstream("DLQ stream info", e))?
-            .state
-            .clone();
-        let mut entries = Vec::new();
-        if state.messages == 0 {
-            return Ok(entries);
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            if entries.len() >= limit {
-                break;
-            }
-            match stream.get_raw_message(seq).await {
-                Ok(message) => entries.push(entry(seq, &message.headers)),
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(BusError::jetstream(format!("reading DLQ message {seq}"), e)),
+        self.list_from(1, limit).await
+    }
+
+    /// Dead letters from sequence `from` on, oldest first, at most `limit`: one request per
+    /// letter (the stream's "next message at or after this sequence"), however many letters were
+    /// deleted (replayed) between them, so a page costs at most `limit` + 1 requests.
+    ///
+    /// # Errors
+    /// The DLQ stream is unreachable.
+    pub async fn list_from(&self, from: u64, limit: usize) -> Result<Vec<DlqEntry>, BusError> {
+        let stream = self.stream().await?;
+        let mut entries = Vec::with_capacity(limit.min(1024));
+        let mut next = from.max(1);
+        while entries.len() < limit {
+            let found = stream.raw_message_builder().sequence(next).next_by_subject(">").send();
+            match found.await {
+                Ok(message) => {
+                    entries.push(entry(message.sequence, &message.headers));
+                    next = message.sequence + 1;
+                }
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => {
+                    return Err(BusError::jetstream(
+                        format!("reading DLQ from sequence {next}"),
+                        e,
+                    ));
+                }
             }
         }
         Ok(entries)
