@@ -1,13 +1,14 @@
 //! Listing the DLQ against a real nats-server (>= 2.10, found via `NATS_SERVER_BIN`; run the
 //! tests with `scripts/test`): the letters deleted between two letters cost no request.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use engine::bus::{self, Names};
-use engine::config::{Config, NatsConfig};
-use engine::natsd::{self, Natsd, NatsdConfig};
+use engine::config::Config;
 use engine::runtime::dlq::{self, DeadLetter, Dlq};
 
 /// Upper bound for the test's body.
@@ -35,14 +36,9 @@ async fn a_list_skips_deleted_letters_without_asking_for_each() {
 }
 
 async fn scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = natsd::locate().unwrap_or_else(|err| panic!("{err}"));
-    let mut natsd = Natsd::start(&bin, NatsdConfig::new(dir.path().join("nats"))).await.unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        nats: NatsConfig { url: Some(natsd.url()), ..NatsConfig::default() },
-        ..Config::default()
-    };
+    let server = common::server().await;
+    let mut natsd = server.natsd;
+    let config = Config { ..server.config };
     let names = Names::new(config.nats.prefix.clone());
     let (_, js) = bus::connect(&config).await.unwrap();
     bus::ensure_streams(&js, &names, &config.streams).await.unwrap();

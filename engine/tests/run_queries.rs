@@ -3,17 +3,18 @@
 //! clear error (from the CLI and from the service), and a page of large runs is cut to fit the
 //! server's `max_payload` and continued by its cursor, every run listed once, newest first.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use engine::bus::Names;
-use engine::config::{Config, NatsConfig};
+use engine::config::Config;
 use engine::journal::sled::SledJournal;
 use engine::journal::{
     Durability, Journal, MAX_LIST_LIMIT, RunFilter, RunPage, RunRecord, RunStatus, TriggerRecord,
 };
-use engine::natsd::{self, Natsd, NatsdConfig};
 use engine::runtime::Engine;
 use engine::runtime::service::{self, AskError};
 use serde_json::json;
@@ -69,15 +70,9 @@ async fn large_lists_are_bounded_and_paged_within_the_payload_limit() {
 }
 
 async fn scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = natsd::locate().unwrap_or_else(|err| panic!("{err}"));
-    let mut natsd = Natsd::start(&bin, NatsdConfig::new(dir.path().join("nats"))).await.unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        nats: NatsConfig { url: Some(natsd.url()), ..NatsConfig::default() },
-        schedules: Vec::new(),
-        ..Config::default()
-    };
+    let server = common::server().await;
+    let mut natsd = server.natsd;
+    let config = Config { schedules: Vec::new(), ..server.config };
     let names = Names::new(config.nats.prefix.clone());
     let mut newest_first: Vec<String> = (0..RUNS).map(|i| large_run(i).id).collect();
     newest_first.reverse();

@@ -3,18 +3,19 @@
 //! events stream is listed by `engine runs list --status stuck`, failed by `engine runs fail`
 //! (through the running engine), and re-driven from its dead letter.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use engine::bus::{self, Names};
-use engine::config::{Config, NatsConfig, RuntimeConfig};
+use engine::config::{Config, RuntimeConfig};
 use engine::journal::sled::SledJournal;
 use engine::journal::{
     AttemptRecord, Durability, FAILED_BY_OPERATOR, Journal, RunRecord, RunStatus, TriggerRecord,
 };
-use engine::natsd::{self, Natsd, NatsdConfig};
 use engine::runtime::dlq::Dlq;
 use engine::runtime::{Engine, run_id};
 use serde_json::json;
@@ -117,19 +118,16 @@ async fn a_run_whose_message_is_gone_is_listed_failed_and_redriven() {
 }
 
 async fn scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = natsd::locate().unwrap_or_else(|err| panic!("{err}"));
-    let mut natsd = Natsd::start(&bin, NatsdConfig::new(dir.path().join("nats"))).await.unwrap();
+    let server = common::server().await;
+    let mut natsd = server.natsd;
     let config = Config {
-        data_dir: dir.path().join("data"),
-        nats: NatsConfig { url: Some(natsd.url()), ..NatsConfig::default() },
         runtime: RuntimeConfig {
             ack_wait: Duration::from_secs(5),
             grace_period: Duration::from_secs(5),
             ..RuntimeConfig::default()
         },
         schedules: Vec::new(),
-        ..Config::default()
+        ..server.config
     };
     let names = Names::new(config.nats.prefix.clone());
 

@@ -1,15 +1,16 @@
 //! Throttled runs against a real nats-server (>= 2.10, found via `NATS_SERVER_BIN`; run the
 //! tests with `scripts/test`, which bootstraps one): a rate-limit wait is not a failed attempt.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::bus::{self, Names};
-use engine::config::{Config, NatsConfig, RuntimeConfig};
+use engine::config::{Config, RuntimeConfig};
 use engine::journal::{RunRecord, RunStatus};
-use engine::natsd::{self, Natsd, NatsdConfig};
 use engine::runtime::{Engine, run_id};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -60,12 +61,9 @@ async fn finished(journal: &dyn engine::journal::Journal, id: &str) -> RunRecord
 
 #[tokio::test]
 async fn throttled_deliveries_do_not_use_up_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = natsd::locate().unwrap_or_else(|err| panic!("{err}"));
-    let mut natsd = Natsd::start(&bin, NatsdConfig::new(dir.path().join("nats"))).await.unwrap();
+    let server = common::server().await;
+    let mut natsd = server.natsd;
     let config = Config {
-        data_dir: dir.path().join("data"),
-        nats: NatsConfig { url: Some(natsd.url()), ..NatsConfig::default() },
         runtime: RuntimeConfig {
             max_attempts: 2,
             backoff_initial: Duration::from_millis(100),
@@ -73,7 +71,7 @@ async fn throttled_deliveries_do_not_use_up_attempts() {
             grace_period: Duration::from_secs(5),
             ..RuntimeConfig::default()
         },
-        ..Config::default()
+        ..server.config
     };
     let calls = Arc::new(AtomicU32::new(0));
     // Four throttles with only two attempts: each would have been a failed attempt before.
