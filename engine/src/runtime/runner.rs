@@ -426,7 +426,16 @@ impl Runner {
                 run.trigger = trigger;
                 run
             }
-            Some(run) => run,
+            Some(run) => {
+                if let Some(wait) = not_yet_due(&run, now) {
+                    debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "delivered before its retry is due; waiting"
+                    );
+                    return Answer::Nak(wait);
+                }
+                run
+            }
             None => RunRecord {
                 id: run_id.clone(),
                 workflow: self.workflow.name().to_owned(),
@@ -685,6 +694,24 @@ fn infra(what: &'static str, error: &dyn std::error::Error, run: Option<&RunReco
         run: run.map(|run| (run.id.clone(), run.key.clone(), run.attempts)),
     })
 }
+
+/// How long a retrying run still has to wait when its message comes back before its retry is
+/// due: a copy re-queued after `max_deliver` (see `poison`) arrives at once. Running it early
+/// would cut short a wait a rate limit asked for (sending to GitHub during a limit may get the
+/// integration banned), so it is Nak'd for the rest, neither run nor counted. `None` when due.
+fn not_yet_due(run: &RunRecord, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    if run.status != RunStatus::Retrying {
+        return None;
+    }
+    let last = run.history.last()?;
+    let delay = chrono::Duration::milliseconds(i64::try_from(last.retry_delay_ms?).ok()?);
+    let due = last.finished_at? + delay;
+    (due - now).to_std().ok().filter(|wait| *wait > NOT_DUE_SLACK)
+}
+
+/// A delivery this close to its run's retry time is taken as due (clocks and timers are not
+/// exact; JetStream redelivers a Nak'd message when its delay ends, give or take).
+const NOT_DUE_SLACK: Duration = Duration::from_millis(250);
 
 /// Undoes the count of a throttled delivery: it waited for a rate limit and is not one of the
 /// run's attempts. Its history entry stays, replacing the previous one when that was a throttled
