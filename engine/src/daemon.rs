@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use workflows::Workflow;
@@ -15,19 +15,17 @@ use connectors::github::{Credentials, GitHubConfig, GitHubMode, OctocrabGitHub, 
 use workflows::cluster::RecordClusterReport;
 use workflows::publisher::Publisher;
 use workflows::resync::{Resync, SyncEnvironment};
-use workflows::sync_team::preview::summary_line;
 use workflows::sync_team::{SyncTeam, SyncTeamSettings};
 
 use crate::api::{self, AppState};
 use crate::auth::{AuthMode, Authenticator};
 use crate::config::{Config, StoreKind};
 use crate::github_budget::{self, JetStreamBudget};
-use crate::journal::{Journal, RunStatus};
 use crate::metrics::Metrics;
 use crate::policy::Authorizer;
 use crate::publisher::JetStreamPublisher;
 use crate::relay::Relay;
-use crate::runtime::{Engine, EngineError, RunFinished};
+use crate::runtime::{Engine, EngineError};
 use crate::store::{self, Store, StoreError};
 
 /// The platform workflows over the real adapters: `sync_team` (records, GitHub with the
@@ -292,11 +290,6 @@ impl Daemon {
         let counter = tokio::spawn(
             self.metrics.clone().count_runs(self.engine.subscribe_finished(), shutdown.clone()),
         );
-        let summaries = tokio::spawn(log_sync_summaries(
-            self.engine.journal(),
-            self.engine.subscribe_finished(),
-            shutdown.clone(),
-        ));
         let addr = self.http_addr();
         let app = api::router(state, &config.http);
         let http_shutdown = shutdown.clone();
@@ -331,40 +324,6 @@ impl Daemon {
         }
         let _ = relay.await;
         counter.abort();
-        summaries.abort();
         outcome.map_err(Into::into)
-    }
-}
-
-/// Logs one `info` line per succeeded `sync_team` run saying what it changed
-/// ([`summary_line`]), read from the run's journaled output.
-async fn log_sync_summaries(
-    journal: Arc<dyn Journal>,
-    mut finished: broadcast::Receiver<RunFinished>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let run = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            run = finished.recv() => run,
-        };
-        let run = match run {
-            Ok(run) if run.workflow == "sync_team" && run.status == RunStatus::Succeeded => run,
-            Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                warn!(missed, "sync summaries missed run notifications");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        match journal.run(&run.run_id).await {
-            Ok(Some(record)) => {
-                if let Some(output) = &record.output {
-                    info!(run_id = %run.run_id, team = %record.key, "{}", summary_line(output));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => warn!(run_id = %run.run_id, error = %e, "cannot read a finished sync"),
-        }
     }
 }

@@ -331,7 +331,20 @@ impl Workflow for SyncTeam {
         crate::event::default_key(event)
     }
 
+    /// Also logs one `info` line saying what the sync changed ([`preview::summary_line`]).
     async fn run(&self, ctx: &mut RunContext, event: Event) -> Result<serde_json::Value, RunError> {
+        let output = self.sync(ctx, event).await?;
+        tracing::info!(run_id = ctx.run_id(), "{}", preview::summary_line(&output));
+        Ok(output)
+    }
+}
+
+impl SyncTeam {
+    async fn sync(
+        &self,
+        ctx: &mut RunContext,
+        event: Event,
+    ) -> Result<serde_json::Value, RunError> {
         let slug = match event.subject() {
             Some(slug) if !slug.is_empty() => slug.to_owned(),
             _ => {
@@ -392,9 +405,7 @@ impl Workflow for SyncTeam {
             "announced": announced,
         }))
     }
-}
 
-impl SyncTeam {
     async fn load(&self, slug: &str) -> Result<Loaded, RunError> {
         let started_at = Utc::now();
         let team = match self.records.get_team(slug).await {

@@ -541,8 +541,7 @@ fn count_changes(preview: &TeamPreview) -> usize {
     team + members + ns.create.len() + ns.update.len() + ns.delete.len()
 }
 
-/// A GitHub port for previews: reads go through, writes are refused, and a team that has no
-/// id yet (it would be created) has no members to read.
+/// A GitHub port for previews: reads go through, writes are refused.
 struct ReadOnly(Arc<dyn GitHub>);
 
 impl ReadOnly {
@@ -590,9 +589,6 @@ impl GitHub for ReadOnly {
     }
 
     async fn team_members(&self, team: &TeamRef) -> Result<Vec<Member>, GitHubError> {
-        if team.id.is_none() {
-            return Ok(Vec::new());
-        }
         self.0.team_members(team).await
     }
 
