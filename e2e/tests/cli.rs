@@ -61,14 +61,24 @@ async fn bench_reports_both_halves_and_the_ratio() -> anyhow::Result<()> {
     let world = World::start().await?;
     let report: Value =
         world.cli_json(&["bench", "--events", "200", "--latency-samples", "5", "--json"]).await?;
-    for key in ["raw_events_per_s", "muster_runs_per_s", "ratio", "p50_ms", "p99_ms", "rest_p50_ms"]
-    {
+    for key in [
+        "raw_events_per_s",
+        "raw_publish_only_per_s",
+        "raw_consume_only_per_s",
+        "muster_runs_per_s",
+        "ratio",
+        "p50_ms",
+        "p99_ms",
+        "rest_p50_ms",
+        "journal_bytes_per_run",
+    ] {
         assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {report}");
     }
     let ratio = report["muster_runs_per_s"].as_f64().unwrap()
         / report["raw_events_per_s"].as_f64().unwrap();
     assert!((ratio - report["ratio"].as_f64().unwrap()).abs() < 1e-9, "ratio = Muster/raw");
     assert_eq!(report["events"], 200);
+    assert!(report["raw_settings"]["consumer_batch"].as_u64().is_some(), "{report}");
     // The bench cleans up after itself on the server it was given.
     let names = async_nats::jetstream::new(async_nats::connect(world.nats.url()).await?)
         .stream_names()

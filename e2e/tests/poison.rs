@@ -318,7 +318,9 @@ async fn infrastructure_naks_do_not_use_up_attempts() -> anyhow::Result<()> {
     // Nak'd without running.
     let event = event("test.failing", "i-1", "k", json!(null));
     let id = run_id("failing", &event);
-    db.open_tree("journal_runs")?.insert(id.as_bytes(), b"not a run record".as_slice())?;
+    // (The journal's layout: tree `journal`, a run under `r` and its id.)
+    let record_key = [b"r", id.as_bytes()].concat();
+    db.open_tree("journal")?.insert(record_key.as_slice(), b"not a run record".as_slice())?;
     world.publish(&event).await?;
     let labels = InfraLabels { workflow: "failing".into(), what: "journal".into() };
     wait_for("three infrastructure Naks", WAIT, || async {
@@ -326,7 +328,7 @@ async fn infrastructure_naks_do_not_use_up_attempts() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing ran yet");
-    db.open_tree("journal_runs")?.remove(id.as_bytes())?;
+    db.open_tree("journal")?.remove(record_key)?;
 
     // Delivered four times or more, but only two attempts ran: the first failure is retried.
     let run: RunRecord = wait_for("the run to finish", WAIT, || async {

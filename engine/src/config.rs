@@ -494,6 +494,9 @@ pub struct RuntimeConfig {
     /// letter is still in the DLQ stays past it, until the letter is gone.
     #[serde(with = "humantime_serde")]
     pub failed_run_retention: Duration,
+    /// MiB of sled's page cache for the data dir's database (the journal, and the records when
+    /// `store = "sled"`): what the engine keeps of it in memory, whatever the journal's size.
+    pub journal_cache_mib: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -507,6 +510,7 @@ impl Default for RuntimeConfig {
             grace_period: Duration::from_secs(30),
             journal_retention: Duration::from_secs(7 * 24 * 3600),
             failed_run_retention: Duration::from_secs(30 * 24 * 3600),
+            journal_cache_mib: crate::journal::sled::DEFAULT_CACHE_MIB,
         }
     }
 }
@@ -568,6 +572,9 @@ impl Config {
         }
         if self.runtime.concurrency == 0 {
             return invalid("runtime.concurrency must be at least 1");
+        }
+        if !(1..=1 << 20).contains(&self.runtime.journal_cache_mib) {
+            return invalid("runtime.journal-cache-mib must be between 1 and 1048576 (1 TiB)");
         }
         if self.runtime.max_attempts == 0 {
             return invalid("runtime.max-attempts must be at least 1");

@@ -7,12 +7,13 @@
 //! `put_run` and `put_step` with [`Durability::Flush`] return only once the record and everything
 //! written before it is on disk (fsync), so the runtime can
 //! rely on the ordering "step durable → next step starts" and "run finished durable → ack".
-//! A run's record and its index entries are written atomically: a run the journal holds is
-//! listed and swept (see [`sled`] for the repair of journals written before that held).
+//! A run and its steps are one record ([`JournaledRun`]); a run the journal holds is listed and
+//! swept (see [`sled`]).
 //!
 //! [`retention`] decides what the sweep may delete; [`fail_run`] is an operator's end for a run
 //! nothing will drive again ([`RunFilter::stuck_below`]).
 
+pub(crate) mod record;
 pub mod retention;
 pub mod sled;
 
@@ -44,6 +45,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [Self; 4] = [Self::Running, Self::Retrying, Self::Succeeded, Self::Failed];
+
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed)
     }
@@ -162,6 +165,14 @@ pub struct StepRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
+}
+
+/// A run with its steps: what the journal stores as one record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournaledRun {
+    pub run: RunRecord,
+    /// In index order.
+    pub steps: Vec<StepRecord>,
 }
 
 /// Runs one list answers when the filter names no `limit`.
@@ -294,7 +305,9 @@ pub async fn fail_run(
     failure: &OperatorFailure,
 ) -> Result<RunRecord, FailRunError> {
     let id = &failure.run_id;
-    let mut run = journal.run(id).await?.ok_or_else(|| FailRunError::NoSuchRun(id.clone()))?;
+    let mut journaled =
+        journal.load(id).await?.ok_or_else(|| FailRunError::NoSuchRun(id.clone()))?;
+    let run = &mut journaled.run;
     if run.status.is_finished() {
         return Err(FailRunError::Finished { id: id.clone(), status: run.status });
     }
@@ -313,20 +326,16 @@ pub async fn fail_run(
     run.updated_at = now;
     run.finished_at = Some(now);
     run.dlq_sequence = failure.dlq_sequence;
-    journal.put_run(&run, Durability::Flush).await?;
-    Ok(run)
+    journal.put(&journaled, Durability::Flush).await?;
+    Ok(journaled.run)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal storage: {0}")]
     Storage(#[from] ::sled::Error),
-    #[error("journal record {key} is corrupt: {source}")]
-    Corrupt {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("journal record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
     /// The filter cannot be answered: a limit out of bounds, a cursor no list made.
     #[error("{0}")]
     InvalidFilter(String),
@@ -335,18 +344,14 @@ pub enum JournalError {
     Interrupted(String),
 }
 
-/// The run and step journal.
+/// The run and step journal: one record per run, holding its steps.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
-    async fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError>;
-    /// Stores a run; durably when `durability` says so.
-    async fn put_run(&self, run: &RunRecord, durability: Durability) -> Result<(), JournalError>;
-    async fn step(&self, run_id: &str, index: u32) -> Result<Option<StepRecord>, JournalError>;
-    /// Stores a step; durably when `durability` says so.
-    async fn put_step(&self, step: &StepRecord, durability: Durability)
-    -> Result<(), JournalError>;
-    /// A run's steps in order.
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError>;
+    /// A run and its steps.
+    async fn load(&self, id: &str) -> Result<Option<JournaledRun>, JournalError>;
+    /// Stores a run and its steps, replacing what was stored; durably when `durability` says so
+    /// (then everything written before is durable too).
+    async fn put(&self, run: &JournaledRun, durability: Durability) -> Result<(), JournalError>;
     /// One page of the runs matching the filter, most recently created first, from
     /// [`RunFilter::after`] on.
     ///
@@ -356,4 +361,19 @@ pub trait Journal: Send + Sync + 'static {
     async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, JournalError>;
     /// Deletes the finished runs (and their steps) that `policy` lets go; returns how many.
     async fn purge_finished(&self, policy: &retention::PurgePolicy) -> Result<usize, JournalError>;
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError> {
+        Ok(self.load(id).await?.map(|journaled| journaled.run))
+    }
+
+    /// A run's steps in order.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError> {
+        Ok(self.load(run_id).await?.map(|journaled| journaled.steps).unwrap_or_default())
+    }
+
+    /// Stores a run, keeping the steps journaled for it.
+    async fn put_run(&self, run: &RunRecord, durability: Durability) -> Result<(), JournalError> {
+        let steps = self.steps(&run.id).await?;
+        self.put(&JournaledRun { run: run.clone(), steps }, durability).await
+    }
 }

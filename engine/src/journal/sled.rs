@@ -1,13 +1,11 @@
 //! The embedded journal on sled, in the engine's data dir.
 //!
-//! Trees: `runs` (run id → JSON), `steps` (run id, NUL, big-endian index → JSON), `meta` (what
-//! the journal has checked about itself), and four indexes whose keys end in a run's list
-//! position (big-endian creation millis, run id), so that each lists newest first by iterating
-//! backwards:
-//! - `runs_by_created`: position → run id; every run (listing, retention);
-//! - `runs_by_workflow`: u32 length, workflow, position → ();
-//! - `runs_by_status`: one status byte, position → ();
-//! - `runs_by_key`: u32 length, key, position → ().
+//! One tree, `journal`, holds every run and its index entries, each kind under its own first
+//! byte:
+//! - `r`, run id → the run and its steps, one record ([`super::record`]: compact binary);
+//! - four indexes whose keys end in a run's list position (big-endian creation millis, run id),
+//!   so that each lists newest first by iterating backwards: `c` (every run: listing,
+//!   retention), `w` + u32 length + workflow, `s` + one status byte, `k` + u32 length + key.
 //!
 //! A filtered list reads the index of each field it names, newest first from its cursor, keeps
 //! the positions every one of them holds (a merge of sorted streams: nothing is decoded), and
@@ -15,59 +13,71 @@
 //! commit: concurrent writers share one fsync.
 //!
 //! # Guarantees
-//! A run's record and its four index entries are written in one sled transaction (a status
-//! change moves its `runs_by_status` entry in it), and a purge removes a run, its index entries
-//! and its steps in one transaction: after a crash a run is either listed and swept, or absent.
+//! Every run is listed: a write inserts the run's new index entries before its record, and
+//! removes the entries it replaces (a status change moves its status entry) only after it. A
+//! crash in between leaves a stale entry, never a missing one; a list checks every run it
+//! answers against its record, so it skips stale entries. A purge removes a run's filtered
+//! entries (under every status), then its record, then its entry in the list of all runs, which
+//! the next sweep removes if the run is gone. Writers of one run id are serialised (a striped lock held while
+//! the old record is read and the new one written). Single writes, not sled batches or
+//! transactions: those take a lock over the whole database, which cut the throughput of
+//! concurrent runs by half.
 //!
-//! Journals written before that held (or before the workflow, status and key indexes existed)
-//! may hold a run without its index entries. Opening a journal without the `indexes-checked-v2`
-//! mark repairs the indexes in one pass over the runs and one over each index (bounded: constant
-//! memory, each run decoded once plus a partial decode per index entry; a few seconds per
-//! 100,000 runs), then sets the mark, so every later open costs one read.
-//! [`SledJournal::repair_index`] runs the same pass on demand.
+//! Journals written before this layout (JSON records in `journal_runs`, steps in
+//! `journal_steps`, indexes in `journal_runs_by_*`) are converted when opened: each run with its
+//! steps is written in the new format with its index entries, then the old trees are dropped. A
+//! crash during the conversion leaves the old trees, and the next open converts again.
 //!
-//! Scans (lists, a run's steps, the sweep, the repair) run on tokio's blocking pool; point reads
-//! and writes of one record stay on the caller's task (one key, no scan: microseconds).
+//! Scans (lists, the sweep, the conversion) run on tokio's blocking pool; reads and writes of
+//! one record stay on the caller's task (one key, no scan: microseconds).
 
 use std::sync::Arc;
-
-use ::sled::Transactional;
-use ::sled::transaction::{ConflictableTransactionError, TransactionError};
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
+
+use super::record::{self, Head};
 use super::retention::PurgePolicy;
 use super::{
-    Durability, Journal, JournalError, RunFilter, RunPage, RunRecord, RunStatus, StepRecord,
-    cursor_position, list_position,
+    Durability, Journal, JournalError, JournaledRun, RunFilter, RunPage, RunRecord, RunStatus,
+    StepRecord, cursor_position, list_position,
 };
 
-/// Set in `meta` once the indexes are known to match the runs.
-const INDEXES_CHECKED: &[u8] = b"indexes-checked-v2";
+/// The first byte of a run's record key.
+const RUN: u8 = b'r';
+/// The trees of the layout before this one, dropped once converted.
+const LEGACY_RUNS: &str = "journal_runs";
+const LEGACY_STEPS: &str = "journal_steps";
+const LEGACY_TREES: [&str; 7] = [
+    LEGACY_RUNS,
+    "journal_meta",
+    LEGACY_STEPS,
+    "journal_runs_by_created",
+    "journal_runs_by_workflow",
+    "journal_runs_by_status",
+    "journal_runs_by_key",
+];
+/// MiB of sled's page cache unless configured (`runtime.journal-cache-mib`); sled's own default
+/// is 1 GiB.
+pub const DEFAULT_CACHE_MIB: u64 = 64;
 
-/// What [`SledJournal::repair_index`] fixed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IndexRepair {
-    /// Index entries that were missing and were added.
-    pub indexed: usize,
-    /// Index entries naming no run (or not the run's current fields) that were removed.
-    pub removed: usize,
+/// How the engine opens a sled database in `dir`: throughput mode, a page cache of `cache_mib`.
+pub fn sled_config(dir: &std::path::Path, cache_mib: u64) -> ::sled::Config {
+    ::sled::Config::new()
+        .path(dir)
+        .mode(::sled::Mode::HighThroughput)
+        .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
 }
+
+/// Locks serialising the writers of one run id (by hash).
+const WRITER_STRIPES: usize = 64;
 
 #[derive(Clone)]
 pub struct SledJournal {
     db: ::sled::Db,
-    runs: ::sled::Tree,
-    steps: ::sled::Tree,
-    by_created: ::sled::Tree,
-    by_workflow: ::sled::Tree,
-    by_status: ::sled::Tree,
-    by_key: ::sled::Tree,
-    meta: ::sled::Tree,
+    tree: ::sled::Tree,
     commit: Arc<GroupCommit>,
+    writers: Arc<[std::sync::Mutex<()>; WRITER_STRIPES]>,
 }
 
 /// Group commit: a writer takes a ticket after its write; whoever holds the flush lock flushes
@@ -79,30 +89,8 @@ struct GroupCommit {
     lock: tokio::sync::Mutex<()>,
 }
 
-/// The fields of a run its index entries derive from: decoded alone where the whole record is
-/// not needed (serde skips the rest).
-#[derive(Deserialize)]
-struct Indexed {
-    id: String,
-    workflow: String,
-    key: String,
-    status: RunStatus,
-    created_at: DateTime<Utc>,
-}
-
-impl From<&RunRecord> for Indexed {
-    fn from(run: &RunRecord) -> Self {
-        Self {
-            id: run.id.clone(),
-            workflow: run.workflow.clone(),
-            key: run.key.clone(),
-            status: run.status,
-            created_at: run.created_at,
-        }
-    }
-}
-
-/// The indexes, each keyed by a prefix naming the indexed value and the run's list position.
+/// The indexes, each keyed by its first byte, a prefix naming the indexed value, and the run's
+/// list position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Index {
     Created,
@@ -114,75 +102,58 @@ enum Index {
 impl Index {
     const ALL: [Self; 4] = [Self::Created, Self::Workflow, Self::Status, Self::Key];
 
-    fn tree(self, journal: &SledJournal) -> &::sled::Tree {
+    /// The first byte of this index's entries.
+    fn tag(self) -> u8 {
         match self {
-            Self::Created => &journal.by_created,
-            Self::Workflow => &journal.by_workflow,
-            Self::Status => &journal.by_status,
-            Self::Key => &journal.by_key,
+            Self::Created => b'c',
+            Self::Workflow => b'w',
+            Self::Status => b's',
+            Self::Key => b'k',
         }
     }
 
     /// The entry of `run` in this index.
-    fn entry(self, run: &Indexed) -> Vec<u8> {
-        let position = position(run);
+    fn entry(self, run: &Head) -> Vec<u8> {
         let mut key = match self {
-            Self::Created => Vec::new(),
-            Self::Workflow => text_prefix(&run.workflow),
+            Self::Created => vec![self.tag()],
+            Self::Workflow => self.text_prefix(&run.workflow),
             Self::Status => status_prefix(run.status),
-            Self::Key => text_prefix(&run.key),
+            Self::Key => self.text_prefix(&run.key),
         };
-        key.extend_from_slice(&position);
+        let millis = u64::try_from(run.created_at().timestamp_millis()).unwrap_or(0);
+        key.extend_from_slice(&millis.to_be_bytes());
+        key.extend_from_slice(run.id.as_bytes());
         key
     }
 
-    /// The run id an entry of this index names, if it is well formed.
-    fn run_id(self, entry: &[u8]) -> Option<&[u8]> {
-        let prefix = match self {
-            Self::Created => 0,
-            Self::Status => 1,
-            Self::Workflow | Self::Key => {
-                let len = u32::from_be_bytes(entry.get(..4)?.try_into().ok()?);
-                4 + usize::try_from(len).ok()?
-            }
-        };
-        entry.get(prefix + 8..).filter(|id| !id.is_empty())
+    /// Length-prefixed, so that no value is a prefix of another's entries.
+    fn text_prefix(self, value: &str) -> Vec<u8> {
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        let mut prefix = Vec::with_capacity(5 + value.len() + 8 + 40);
+        prefix.push(self.tag());
+        prefix.extend_from_slice(&len.to_be_bytes());
+        prefix.extend_from_slice(value.as_bytes());
+        prefix
     }
-
-    /// What the entry maps to: `runs_by_created` names the run (as journals before the other
-    /// indexes did), the others carry it in their key.
-    fn value(self, run_id: &[u8]) -> &[u8] {
-        match self {
-            Self::Created => run_id,
-            _ => &[],
-        }
-    }
-}
-
-fn position(run: &Indexed) -> Vec<u8> {
-    let millis = u64::try_from(run.created_at.timestamp_millis()).unwrap_or(0);
-    let mut position = Vec::with_capacity(8 + run.id.len());
-    position.extend_from_slice(&millis.to_be_bytes());
-    position.extend_from_slice(run.id.as_bytes());
-    position
-}
-
-/// Length-prefixed, so that no value is a prefix of another's entries.
-fn text_prefix(value: &str) -> Vec<u8> {
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    let mut prefix = Vec::with_capacity(4 + value.len() + 8 + 40);
-    prefix.extend_from_slice(&len.to_be_bytes());
-    prefix.extend_from_slice(value.as_bytes());
-    prefix
 }
 
 fn status_prefix(status: RunStatus) -> Vec<u8> {
-    vec![match status {
-        RunStatus::Running => 0,
-        RunStatus::Retrying => 1,
-        RunStatus::Succeeded => 2,
-        RunStatus::Failed => 3,
-    }]
+    vec![
+        Index::Status.tag(),
+        match status {
+            RunStatus::Running => 0,
+            RunStatus::Retrying => 1,
+            RunStatus::Succeeded => 2,
+            RunStatus::Failed => 3,
+        },
+    ]
+}
+
+fn run_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(RUN);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 /// List positions from one index, under one or more prefixes (their union), newest first.
@@ -307,88 +278,109 @@ fn next_common(scans: &mut [Scan]) -> Result<Option<Vec<u8>>, JournalError> {
 }
 
 impl SledJournal {
-    /// Opens (or creates) the journal in `dir`. sled allows one process per database: a second
-    /// engine on the same data dir gets an error here.
+    /// Opens (or creates) the journal in `dir` with the default page cache. sled allows one
+    /// process per database: a second engine on the same data dir gets an error here.
     ///
     /// # Errors
     /// The directory cannot be opened or is locked by another process.
     pub fn open(dir: &std::path::Path) -> Result<Self, JournalError> {
-        let db = ::sled::Config::new().path(dir).mode(::sled::Mode::HighThroughput).open()?;
-        Self::with_db(db)
+        Self::with_db(sled_config(dir, DEFAULT_CACHE_MIB).open()?)
     }
 
     /// A journal on an already open database (shared with other stores of the engine). A
-    /// journal never checked is repaired first (see the module's guarantees).
+    /// journal in the layout before this one is converted first (see the module's doc).
     ///
     /// # Errors
-    /// The trees cannot be opened, or a run record is corrupt.
+    /// The trees cannot be opened, or a record to convert is corrupt.
     pub fn with_db(db: ::sled::Db) -> Result<Self, JournalError> {
         let journal = Self {
-            runs: db.open_tree("journal_runs")?,
-            steps: db.open_tree("journal_steps")?,
-            by_created: db.open_tree("journal_runs_by_created")?,
-            by_workflow: db.open_tree("journal_runs_by_workflow")?,
-            by_status: db.open_tree("journal_runs_by_status")?,
-            by_key: db.open_tree("journal_runs_by_key")?,
-            meta: db.open_tree("journal_meta")?,
+            tree: db.open_tree("journal")?,
             db,
             commit: Arc::default(),
+            writers: Arc::new(std::array::from_fn(|_| std::sync::Mutex::new(()))),
         };
-        if !journal.meta.contains_key(INDEXES_CHECKED)? {
-            let repair = journal.repair_index()?;
-            if repair != IndexRepair::default() {
-                tracing::warn!(
-                    indexed = repair.indexed,
-                    removed = repair.removed,
-                    "repaired the journal's indexes"
-                );
-            }
-            journal.meta.insert(INDEXES_CHECKED, &[1u8])?;
-            journal.db.flush()?;
+        let converted = journal.convert_legacy()?;
+        if converted > 0 {
+            tracing::info!(runs = converted, "converted the journal to one binary record per run");
         }
         Ok(journal)
     }
 
-    /// Makes the indexes match the runs: adds every missing entry of a run and removes entries
-    /// that name no run or not its current fields. One pass over the runs (each decoded once)
-    /// and one over each index.
-    ///
-    /// # Errors
-    /// The storage failed or a run record is corrupt.
-    pub fn repair_index(&self) -> Result<IndexRepair, JournalError> {
-        let mut repair = IndexRepair::default();
-        for entry in self.runs.iter() {
+    /// Converts a journal in the JSON layout (see the module's doc); returns how many runs.
+    fn convert_legacy(&self) -> Result<usize, JournalError> {
+        if !self.db.tree_names().iter().any(|name| name == LEGACY_RUNS.as_bytes()) {
+            return Ok(0);
+        }
+        let runs = self.db.open_tree(LEGACY_RUNS)?;
+        let steps = self.db.open_tree(LEGACY_STEPS)?;
+        let mut converted = 0;
+        for entry in runs.iter() {
             let (id, bytes) = entry?;
-            let run: Indexed = decode(&id, &bytes)?;
-            for index in Index::ALL {
-                let key = index.entry(&run);
-                if !index.tree(self).contains_key(&key)? {
-                    index.tree(self).insert(key, index.value(&id))?;
-                    repair.indexed += 1;
-                }
-            }
+            let run: RunRecord = legacy_json(&id, &bytes)?;
+            let mut prefix = id.to_vec();
+            prefix.push(0);
+            let steps = steps
+                .scan_prefix(prefix)
+                .map(|entry| {
+                    let (key, bytes) = entry?;
+                    legacy_json::<StepRecord>(&key, &bytes)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.write(&JournaledRun { run, steps })?;
+            converted += 1;
         }
-        for index in Index::ALL {
-            for entry in index.tree(self).iter() {
-                let (key, _) = entry?;
-                let matches = match index.run_id(&key) {
-                    Some(id) => match self.runs.get(id)? {
-                        Some(bytes) => index.entry(&decode::<Indexed>(id, &bytes)?) == *key,
-                        None => false,
-                    },
-                    None => false,
-                };
-                if !matches {
-                    index.tree(self).remove(key)?;
-                    repair.removed += 1;
-                }
-            }
+        self.db.flush()?;
+        for name in LEGACY_TREES {
+            self.db.drop_tree(name)?;
         }
-        Ok(repair)
+        self.db.flush()?;
+        Ok(converted)
     }
 
     pub fn db(&self) -> &::sled::Db {
         &self.db
+    }
+
+    /// Writes a run's record and moves its index entries: the new entries first, then the
+    /// record, then the old entries go (see the module's guarantees).
+    fn write(&self, journaled: &JournaledRun) -> Result<(), JournalError> {
+        let record = record::encode(journaled);
+        let head = Head::of(&journaled.run);
+        let key = run_key(&head.id);
+        let _writer = self.writer(&head.id);
+        // The entries of the run as it was: a status change moves its status entry. A previous
+        // record that does not decode keeps its entries; the list skips them.
+        let old = self.tree.get(&key)?.and_then(|bytes| record::head(&key, &bytes).ok());
+        let mut stale = Vec::new();
+        for index in Index::ALL {
+            let entry = index.entry(&head);
+            let old_entry = old.as_ref().map(|old| index.entry(old));
+            if old_entry.as_ref() == Some(&entry) {
+                continue;
+            }
+            stale.extend(old_entry);
+            self.tree.insert(entry, &[])?;
+        }
+        self.tree.insert(key, record)?;
+        for entry in stale {
+            self.tree.remove(entry)?;
+        }
+        Ok(())
+    }
+
+    fn writer(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
+        let stripe = usize::try_from(hash % WRITER_STRIPES as u64).unwrap_or(0);
+        self.writers[stripe].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The run stored under `id`, with its steps when `steps` says so.
+    fn read(&self, id: &[u8], steps: bool) -> Result<Option<JournaledRun>, JournalError> {
+        let mut key = Vec::with_capacity(1 + id.len());
+        key.push(RUN);
+        key.extend_from_slice(id);
+        self.tree.get(&key)?.map(|bytes| record::decode(&key, &bytes, steps)).transpose()
     }
 
     /// The list as it was before the indexes: every run newest first, each decoded and matched
@@ -400,15 +392,14 @@ impl SledJournal {
     pub fn list_runs_by_scan(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError> {
         let limit = filter.checked_limit()?;
         let mut runs = Vec::new();
-        for entry in self.by_created.iter().rev() {
+        for entry in self.tree.scan_prefix([Index::Created.tag()]).keys().rev() {
             if runs.len() >= limit {
                 break;
             }
-            let (_, id) = entry?;
-            let Some(bytes) = self.runs.get(&id)? else { continue };
-            let run: RunRecord = decode(&id, &bytes)?;
-            if filter.matches(&run) {
-                runs.push(run);
+            let Some(id) = entry?.get(9..).map(<[u8]>::to_vec) else { continue };
+            let Some(journaled) = self.read(&id, false)? else { continue };
+            if filter.matches(&journaled.run) {
+                runs.push(journaled.run);
             }
         }
         Ok(runs)
@@ -422,27 +413,26 @@ impl SledJournal {
         let limit = filter.checked_limit()?;
         let after = filter.after.as_deref().map(cursor_position).transpose()?;
         let after = after.as_deref();
+        let tree = &self.tree;
         let mut scans = Vec::with_capacity(3);
         if let Some(workflow) = &filter.workflow {
-            scans.push(Scan::new(&self.by_workflow, vec![text_prefix(workflow)], after)?);
+            scans.push(Scan::new(tree, vec![Index::Workflow.text_prefix(workflow)], after)?);
         }
         match filter.status {
-            Some(status) => {
-                scans.push(Scan::new(&self.by_status, vec![status_prefix(status)], after)?);
-            }
+            Some(status) => scans.push(Scan::new(tree, vec![status_prefix(status)], after)?),
             // Only unfinished runs can be stuck.
             None if filter.stuck_below.is_some() => scans.push(Scan::new(
-                &self.by_status,
+                tree,
                 vec![status_prefix(RunStatus::Running), status_prefix(RunStatus::Retrying)],
                 after,
             )?),
             None => {}
         }
         if let Some(key) = &filter.key {
-            scans.push(Scan::new(&self.by_key, vec![text_prefix(key)], after)?);
+            scans.push(Scan::new(tree, vec![Index::Key.text_prefix(key)], after)?);
         }
         if scans.is_empty() {
-            scans.push(Scan::new(&self.by_created, vec![Vec::new()], after)?);
+            scans.push(Scan::new(tree, vec![vec![Index::Created.tag()]], after)?);
         }
         let mut page = RunPage::default();
         while let Some(position) = next_common(&mut scans)? {
@@ -451,10 +441,9 @@ impl SledJournal {
                 break;
             }
             let Some(id) = position.get(8..) else { continue };
-            let Some(bytes) = self.runs.get(id)? else { continue };
-            let run: RunRecord = decode(id, &bytes)?;
-            // The index names the run's current fields (one transaction); `stuck_below` needs
-            // the record.
+            let Some(JournaledRun { run, .. }) = self.read(id, false)? else { continue };
+            // The index names the run's current fields (one batch); `stuck_below` needs the
+            // record.
             if filter.matches(&run) && list_position(&run) == position {
                 page.items.push(run);
             }
@@ -465,45 +454,38 @@ impl SledJournal {
     fn purge_blocking(&self, policy: &PurgePolicy) -> Result<usize, JournalError> {
         let created_before = policy.created_before();
         let mut purged = 0;
-        for entry in self.by_created.iter() {
-            let (index_key, id) = entry?;
-            let Some(bytes) = self.runs.get(&id)? else {
-                self.by_created.remove(index_key)?;
+        for entry in self.tree.scan_prefix([Index::Created.tag()]).keys() {
+            let entry = entry?;
+            let Some(id) = entry.get(9..).and_then(|id| std::str::from_utf8(id).ok()) else {
                 continue;
             };
-            let run: RunRecord = decode(&id, &bytes)?;
+            let key = run_key(id);
+            let _writer = self.writer(id);
+            let Some(bytes) = self.tree.get(&key)? else {
+                self.tree.remove(&entry)?;
+                continue;
+            };
+            let run = record::decode(&key, &bytes, false)?.run;
             if run.created_at >= created_before {
                 break;
             }
             if !policy.may_purge(&run) {
                 continue;
             }
-            let steps: Vec<_> =
-                self.steps.scan_prefix(step_prefix(&run.id)).keys().collect::<Result<_, _>>()?;
-            let indexed = Indexed::from(&run);
-            let entries = Index::ALL.map(|index| index.entry(&indexed));
-            (
-                &self.runs,
-                &self.by_created,
-                &self.by_workflow,
-                &self.by_status,
-                &self.by_key,
-                &self.steps,
-            )
-                .transaction(|(runs, by_created, by_workflow, by_status, by_key, step_tree)| {
-                    runs.remove(&id)?;
-                    by_created.remove(index_key.as_ref())?;
-                    for (tree, entry) in
-                        [by_created, by_workflow, by_status, by_key].iter().zip(&entries)
-                    {
-                        tree.remove(entry.as_slice())?;
-                    }
-                    for step in &steps {
-                        step_tree.remove(step)?;
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(storage_error)?;
+            // The filtered indexes' entries first and the list's last: a crash between leaves
+            // the run listed, and the next sweep finishes the job.
+            // Every status the run could have an entry under: a crash between a write and its
+            // removal of the old status entry leaves one.
+            let mut head = Head::of(&run);
+            for index in [Index::Workflow, Index::Key] {
+                self.tree.remove(index.entry(&head))?;
+            }
+            for status in RunStatus::ALL {
+                head.status = status;
+                self.tree.remove(Index::Status.entry(&head))?;
+            }
+            self.tree.remove(key)?;
+            self.tree.remove(entry)?;
             purged += 1;
         }
         Ok(purged)
@@ -524,13 +506,6 @@ impl SledJournal {
         }
     }
 
-    async fn finish_write(&self, durability: Durability) -> Result<(), JournalError> {
-        match durability {
-            Durability::Flush => self.durable().await,
-            Durability::Lazy => Ok(()),
-        }
-    }
-
     /// Returns once everything this task wrote before calling is on disk.
     async fn durable(&self) -> Result<(), JournalError> {
         let ticket = self.commit.ticketed.fetch_add(1, Ordering::SeqCst) + 1;
@@ -545,107 +520,33 @@ impl SledJournal {
     }
 }
 
-fn step_key(run_id: &str, index: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(run_id.len() + 5);
-    key.extend_from_slice(run_id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
-
-fn step_prefix(run_id: &str) -> Vec<u8> {
-    let mut key = run_id.as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
-fn storage_error(e: TransactionError<()>) -> JournalError {
-    match e {
-        TransactionError::Storage(e) => JournalError::Storage(e),
-        TransactionError::Abort(()) => unreachable!("journal transactions never abort"),
-    }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("journal records serialize to JSON")
-}
-
-fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
-    serde_json::from_slice(bytes).map_err(|source| JournalError::Corrupt {
+/// A record of the JSON layout.
+fn legacy_json<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
-        source,
+        reason: e.to_string(),
     })
 }
 
 #[async_trait]
 impl Journal for SledJournal {
+    async fn load(&self, id: &str) -> Result<Option<JournaledRun>, JournalError> {
+        self.read(id.as_bytes(), true)
+    }
+
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError> {
-        self.runs.get(id)?.map(|bytes| decode(id.as_bytes(), &bytes)).transpose()
+        Ok(self.read(id.as_bytes(), false)?.map(|journaled| journaled.run))
     }
 
-    async fn put_run(&self, run: &RunRecord, durability: Durability) -> Result<(), JournalError> {
-        let record = encode(run);
-        let entries = Index::ALL.map(|index| index.entry(&Indexed::from(run)));
-        let trees =
-            (&self.runs, &self.by_created, &self.by_workflow, &self.by_status, &self.by_key);
-        trees
-            .transaction(|(runs, by_created, by_workflow, by_status, by_key)| {
-                let old = runs.insert(run.id.as_bytes(), record.as_slice())?;
-                // The entries of the run as it was: a status change moves its status entry. A
-                // previous record that does not decode keeps its entries; the list skips them
-                // and the repair removes them.
-                let old = old
-                    .and_then(|bytes| serde_json::from_slice::<Indexed>(&bytes).ok())
-                    .map(|old| Index::ALL.map(|index| index.entry(&old)));
-                let indexes = [
-                    (Index::Created, by_created),
-                    (Index::Workflow, by_workflow),
-                    (Index::Status, by_status),
-                    (Index::Key, by_key),
-                ];
-                for (i, (index, tree)) in indexes.into_iter().enumerate() {
-                    let old_entry = old.as_ref().map(|old| &old[i]);
-                    if old_entry == Some(&entries[i]) {
-                        continue;
-                    }
-                    if let Some(old_entry) = old_entry {
-                        tree.remove(old_entry.as_slice())?;
-                    }
-                    tree.insert(entries[i].as_slice(), index.value(run.id.as_bytes()))?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(storage_error)?;
-        self.finish_write(durability).await
-    }
-
-    async fn step(&self, run_id: &str, index: u32) -> Result<Option<StepRecord>, JournalError> {
-        let key = step_key(run_id, index);
-        self.steps.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
-    }
-
-    async fn put_step(
-        &self,
-        step: &StepRecord,
-        durability: Durability,
-    ) -> Result<(), JournalError> {
-        self.steps.insert(step_key(&step.run_id, step.index), encode(step))?;
-        self.finish_write(durability).await
-    }
-
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, JournalError> {
-        let prefix = step_prefix(run_id);
-        self.blocking(move |journal| {
-            journal
-                .steps
-                .scan_prefix(prefix)
-                .map(|entry| {
-                    let (key, bytes) = entry?;
-                    decode(&key, &bytes)
-                })
-                .collect()
-        })
-        .await
+    async fn put(&self, run: &JournaledRun, durability: Durability) -> Result<(), JournalError> {
+        self.write(run)?;
+        match durability {
+            Durability::Flush => self.durable().await,
+            Durability::Lazy => Ok(()),
+        }
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, JournalError> {
@@ -691,52 +592,52 @@ mod tests {
         }
     }
 
+    fn step(run_id: &str, index: u32, at: DateTime<Utc>) -> StepRecord {
+        StepRecord {
+            run_id: run_id.into(),
+            index,
+            name: format!("s{index}"),
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            output: Some(serde_json::json!(index)),
+            error: None,
+            started_at: at,
+            finished_at: Some(at),
+            duration_ms: Some(0),
+        }
+    }
+
     #[tokio::test]
     async fn runs_and_steps_survive_reopen_and_list_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Utc::now() - chrono::Duration::hours(2);
+        let b = JournaledRun {
+            run: run("b", "sync", t0 + chrono::Duration::minutes(1), RunStatus::Running),
+            steps: vec![step("b", 0, t0), step("b", 1, t0)],
+        };
         {
             let journal = SledJournal::open(dir.path()).unwrap();
             journal
                 .put_run(&run("a", "ping", t0, RunStatus::Succeeded), Durability::Flush)
                 .await
                 .unwrap();
-            let b = run("b", "sync", t0 + chrono::Duration::minutes(1), RunStatus::Running);
-            journal.put_run(&b, Durability::Flush).await.unwrap();
-            journal.put_run(&b, Durability::Flush).await.unwrap(); // an update does not duplicate the index
-            for index in [1, 0] {
-                journal
-                    .put_step(
-                        &StepRecord {
-                            run_id: "b".into(),
-                            index,
-                            name: format!("s{index}"),
-                            status: StepStatus::Succeeded,
-                            attempts: 1,
-                            output: Some(serde_json::json!(index)),
-                            error: None,
-                            started_at: t0,
-                            finished_at: Some(t0),
-                            duration_ms: Some(0),
-                        },
-                        Durability::Flush,
-                    )
-                    .await
-                    .unwrap();
-            }
+            journal.put(&b, Durability::Flush).await.unwrap();
+            // An update does not duplicate the index; `put_run` keeps the steps.
+            journal.put_run(&b.run, Durability::Flush).await.unwrap();
         }
         let journal = SledJournal::open(dir.path()).unwrap();
         let all = journal.list_runs(&RunFilter::default()).await.unwrap().items;
         assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         let filter = RunFilter { status: Some(RunStatus::Succeeded), ..Default::default() };
         assert_eq!(journal.list_runs(&filter).await.unwrap().items[0].id, "a");
-        let steps = journal.steps("b").await.unwrap();
-        assert_eq!(steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["s0", "s1"]);
+        assert_eq!(journal.load("b").await.unwrap().unwrap(), b);
+        assert_eq!(entries(&journal), [2, 2, 2, 2]);
 
         let purged = journal.purge_finished(&purge_all_finished(Utc::now())).await.unwrap();
         assert_eq!(purged, 1, "only the finished run is purged");
         assert!(journal.run("a").await.unwrap().is_none());
         assert_eq!(journal.steps("b").await.unwrap().len(), 2);
+        assert_indexes_match(&journal);
     }
 
     fn purge_all_finished(before: DateTime<Utc>) -> PurgePolicy {
@@ -747,37 +648,55 @@ mod tests {
         }
     }
 
-    /// A journal written before runs and their index entries were written atomically, with a
-    /// crash between the two: the run is repaired into the index when the journal opens.
+    /// A journal in the JSON layout (a run record per run, a step record per step, the runs by
+    /// creation; here one run lost its index entry in a crash, and one entry names no run): it is
+    /// converted when opened, runs and steps as they were, every index complete, the old trees
+    /// gone.
     #[tokio::test]
-    async fn a_run_missing_from_the_index_is_repaired_on_open() {
+    async fn a_journal_in_the_json_layout_is_converted_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Utc::now() - chrono::Duration::days(60);
+        let mut lost = run("lost", "ping", t0, RunStatus::Succeeded);
+        lost.output = Some(serde_json::json!({"pong": 1}));
+        let listed = JournaledRun {
+            run: run("listed", "sync", t0 + chrono::Duration::seconds(1), RunStatus::Running),
+            steps: vec![step("listed", 0, t0), step("listed", 1, t0)],
+        };
         {
             let db = ::sled::open(dir.path()).unwrap();
-            let runs = db.open_tree("journal_runs").unwrap();
+            let runs = db.open_tree(LEGACY_RUNS).unwrap();
+            let steps = db.open_tree(LEGACY_STEPS).unwrap();
             let by_created = db.open_tree("journal_runs_by_created").unwrap();
-            let lost = run("lost", "ping", t0, RunStatus::Succeeded);
-            runs.insert("lost", encode(&lost)).unwrap(); // the crash came before its index entry
-            let listed = run("listed", "ping", t0, RunStatus::Running);
-            runs.insert("listed", encode(&listed)).unwrap();
-            by_created.insert(list_position(&listed), "listed").unwrap();
+            runs.insert("lost", serde_json::to_vec(&lost).unwrap()).unwrap();
+            runs.insert("listed", serde_json::to_vec(&listed.run).unwrap()).unwrap();
+            by_created.insert(list_position(&listed.run), "listed").unwrap();
             by_created
                 .insert(list_position(&run("gone", "ping", t0, RunStatus::Failed)), "gone")
                 .unwrap();
+            for s in &listed.steps {
+                let mut key = b"listed\0".to_vec();
+                key.extend_from_slice(&s.index.to_be_bytes());
+                steps.insert(key, serde_json::to_vec(s).unwrap()).unwrap();
+            }
+            db.open_tree("journal_meta").unwrap().insert("indexes-checked-v2", &[1]).unwrap();
             db.flush().unwrap();
         }
+        for _ in 0..2 {
+            let journal = SledJournal::open(dir.path()).unwrap();
+            for name in LEGACY_TREES {
+                let names = journal.db.tree_names();
+                assert!(!names.iter().any(|n| n == name.as_bytes()), "{name} is dropped");
+            }
+            assert_eq!(journal.load("listed").await.unwrap().unwrap(), listed);
+            assert_eq!(journal.run("lost").await.unwrap().unwrap(), lost);
+            assert_eq!(listed_ids(&journal, RunFilter::default()).await, ["listed", "lost"]);
+            let running = RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() };
+            assert_eq!(listed_ids(&journal, running).await, ["listed"]);
+            assert_indexes_match(&journal);
+        }
         let journal = SledJournal::open(dir.path()).unwrap();
-        assert!(journal.meta.contains_key(INDEXES_CHECKED).unwrap());
-        let all = journal.list_runs(&RunFilter::default()).await.unwrap().items;
-        let mut ids: Vec<_> = all.iter().map(|r| r.id.as_str()).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, ["listed", "lost"], "the lost run is listed again");
-        assert_eq!(journal.by_created.len(), 2, "the entry naming no run is gone");
         let purged = journal.purge_finished(&purge_all_finished(Utc::now())).await.unwrap();
-        assert_eq!(purged, 1, "and swept");
-        assert!(journal.run("lost").await.unwrap().is_none());
-        assert_eq!(journal.repair_index().unwrap(), IndexRepair::default());
+        assert_eq!(purged, 1, "the converted run is swept like any other");
     }
 
     #[tokio::test]
@@ -819,6 +738,7 @@ mod tests {
         assert_eq!(purged.unwrap(), 1);
         let left = ids(journal.list_runs(&RunFilter::default()).await.unwrap().items);
         assert_eq!(left, ["new-success", "old-running", "young-failure"]);
+        assert_indexes_match(&journal);
     }
 
     fn ids_of(runs: &[RunRecord]) -> Vec<&str> {
@@ -827,10 +747,26 @@ mod tests {
 
     /// Every index entry, per index, for checking what a write or a sweep left.
     fn entries(journal: &SledJournal) -> [usize; 4] {
-        Index::ALL.map(|index| index.tree(journal).len())
+        Index::ALL.map(|index| journal.tree.scan_prefix([index.tag()]).count())
     }
 
-    async fn listed(journal: &SledJournal, filter: RunFilter) -> Vec<String> {
+    /// The index entries are exactly those of the runs stored.
+    fn assert_indexes_match(journal: &SledJournal) {
+        let mut expected = std::collections::BTreeSet::new();
+        for entry in journal.tree.scan_prefix([RUN]) {
+            let (key, bytes) = entry.unwrap();
+            let head = record::head(&key, &bytes).unwrap();
+            expected.extend(Index::ALL.map(|index| index.entry(&head)));
+        }
+        let actual: std::collections::BTreeSet<_> = Index::ALL
+            .iter()
+            .flat_map(|index| journal.tree.scan_prefix([index.tag()]).keys())
+            .map(|key| key.unwrap().to_vec())
+            .collect();
+        assert_eq!(actual, expected);
+    }
+
+    async fn listed_ids(journal: &SledJournal, filter: RunFilter) -> Vec<String> {
         journal.list_runs(&filter).await.unwrap().items.into_iter().map(|r| r.id).collect()
     }
 
@@ -855,28 +791,35 @@ mod tests {
             key: key.map(Into::into),
             ..RunFilter::default()
         };
-        assert_eq!(listed(&journal, by(Some("ping"), None, None)).await, ["ping-2", "ping-1"]);
-        assert_eq!(listed(&journal, by(None, Some(RunStatus::Running), None)).await, ["sync-1"]);
-        assert_eq!(listed(&journal, by(None, None, Some("team-a"))).await, ["ping-1", "sync-1"]);
+        assert_eq!(listed_ids(&journal, by(Some("ping"), None, None)).await, ["ping-2", "ping-1"]);
+        assert_eq!(
+            listed_ids(&journal, by(None, Some(RunStatus::Running), None)).await,
+            ["sync-1"]
+        );
+        assert_eq!(
+            listed_ids(&journal, by(None, None, Some("team-a"))).await,
+            ["ping-1", "sync-1"]
+        );
         let both = by(Some("ping"), Some(RunStatus::Failed), Some("team-a"));
-        assert_eq!(listed(&journal, both).await, ["ping-1"]);
-        assert!(listed(&journal, by(Some("nope"), None, None)).await.is_empty());
+        assert_eq!(listed_ids(&journal, both).await, ["ping-1"]);
+        assert!(listed_ids(&journal, by(Some("nope"), None, None)).await.is_empty());
 
         // A status change moves the run's status entry, in the same write.
         sync.status = RunStatus::Succeeded;
         sync.finished_at = Some(at(5));
         journal.put_run(&sync, Durability::Lazy).await.unwrap();
         assert_eq!(entries(&journal), [3, 3, 3, 3], "an update adds no entry");
-        assert!(listed(&journal, by(None, Some(RunStatus::Running), None)).await.is_empty());
+        assert!(listed_ids(&journal, by(None, Some(RunStatus::Running), None)).await.is_empty());
         let succeeded = by(None, Some(RunStatus::Succeeded), None);
-        assert_eq!(listed(&journal, succeeded.clone()).await, ["ping-2", "sync-1"]);
+        assert_eq!(listed_ids(&journal, succeeded.clone()).await, ["ping-2", "sync-1"]);
+        assert_indexes_match(&journal);
 
         // The sweep removes every entry of the runs it deletes.
         let purged = journal.purge_finished(&purge_all_finished(at(3))).await.unwrap();
         assert_eq!(purged, 2, "ping-1 and ping-2 finished before; sync-1 after");
         assert_eq!(entries(&journal), [1, 1, 1, 1]);
-        assert_eq!(listed(&journal, by(None, None, Some("team-a"))).await, ["sync-1"]);
-        assert_eq!(journal.repair_index().unwrap(), IndexRepair::default());
+        assert_eq!(listed_ids(&journal, by(None, None, Some("team-a"))).await, ["sync-1"]);
+        assert_indexes_match(&journal);
     }
 
     #[tokio::test]
@@ -941,42 +884,5 @@ mod tests {
         }
         let max = RunFilter { limit: Some(super::super::MAX_LIST_LIMIT), ..RunFilter::default() };
         assert!(journal.list_runs(&max).await.is_ok());
-    }
-
-    /// A journal from before the workflow, status and key indexes (or with entries lost or
-    /// stale): the pass on open rebuilds them, once.
-    #[tokio::test]
-    async fn the_indexes_are_rebuilt_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let t0 = Utc::now() - chrono::Duration::days(1);
-        let old = run("old", "ping", t0, RunStatus::Failed);
-        {
-            let journal = SledJournal::open(dir.path()).unwrap();
-            journal.put_run(&old, Durability::Flush).await.unwrap();
-            journal
-                .put_run(&run("new", "sync", t0, RunStatus::Running), Durability::Flush)
-                .await
-                .unwrap();
-            // As a journal written before these indexes: no entries, no mark; plus an entry
-            // with a status the run no longer has.
-            for index in [Index::Workflow, Index::Status, Index::Key] {
-                index.tree(&journal).clear().unwrap();
-            }
-            let stale = Indexed { status: RunStatus::Running, ..Indexed::from(&old) };
-            journal.by_status.insert(Index::Status.entry(&stale), &[]).unwrap();
-            journal.meta.remove(INDEXES_CHECKED).unwrap();
-            journal.db.flush().unwrap();
-        }
-        let journal = SledJournal::open(dir.path()).unwrap();
-        assert_eq!(entries(&journal), [2, 2, 2, 2]);
-        let failed = RunFilter { status: Some(RunStatus::Failed), ..RunFilter::default() };
-        assert_eq!(listed(&journal, failed).await, ["old"]);
-        let running = RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() };
-        assert_eq!(listed(&journal, running).await, ["new"]);
-        let ping = RunFilter { workflow: Some("ping".into()), ..RunFilter::default() };
-        assert_eq!(listed(&journal, ping).await, ["old"]);
-        let key = RunFilter { key: Some("k-new".into()), ..RunFilter::default() };
-        assert_eq!(listed(&journal, key).await, ["new"]);
-        assert_eq!(journal.repair_index().unwrap(), IndexRepair::default());
     }
 }

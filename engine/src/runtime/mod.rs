@@ -83,9 +83,7 @@ pub enum EngineError {
 /// The directory cannot be opened or another process holds it.
 pub fn open_db(config: &Config) -> Result<::sled::Db, EngineError> {
     let dir = config.journal_dir();
-    ::sled::Config::new()
-        .path(&dir)
-        .mode(::sled::Mode::HighThroughput)
+    crate::journal::sled::sled_config(&dir, config.runtime.journal_cache_mib)
         .open()
         .map_err(|e| EngineError::Journal { dir: dir.display().to_string(), source: e.into() })
 }

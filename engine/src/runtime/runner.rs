@@ -32,7 +32,8 @@ use super::retry::{RetryPolicy, Verdict};
 use super::steps::JournalSteps;
 use crate::bus::{Names, codec};
 use crate::journal::{
-    AttemptRecord, Durability, ErrorRecord, Journal, RunRecord, RunStatus, TriggerRecord,
+    AttemptRecord, Durability, ErrorRecord, Journal, JournaledRun, RunRecord, RunStatus,
+    TriggerRecord,
 };
 use crate::metrics::{self, InfraLabels};
 
@@ -399,23 +400,27 @@ impl Runner {
         context: MessageContext<'_>,
     ) -> Answer {
         let now = Utc::now();
-        let existing = match self.journal.run(&run_id).await {
+        let existing = match self.journal.load(&run_id).await {
             Ok(existing) => existing,
             Err(e) => return infra("reading the journal", &e, None),
         };
-        let mut run = match existing {
-            Some(run) if run.status == RunStatus::Succeeded => {
+        let mut journaled = match existing {
+            Some(journaled) if journaled.run.status == RunStatus::Succeeded => {
                 debug!("run already succeeded; acknowledging the duplicate");
                 return Answer::Ack;
             }
-            Some(run) if run.status == RunStatus::Failed && run.dlq_sequence.is_none() => {
-                return self.fail_into_dlq(run, &context).await;
+            Some(journaled)
+                if journaled.run.status == RunStatus::Failed
+                    && journaled.run.dlq_sequence.is_none() =>
+            {
+                return self.fail_into_dlq(journaled, &context).await;
             }
-            Some(mut run) if run.status == RunStatus::Failed => {
+            Some(mut journaled) if journaled.run.status == RunStatus::Failed => {
                 if !context.redrive {
                     debug!("run already failed and dead-lettered; terminating the duplicate");
                     return Answer::Term;
                 }
+                let run = &mut journaled.run;
                 info!(redrives = run.redrives + 1, "re-driving failed run");
                 run.attempts = 0;
                 run.throttled = 0;
@@ -424,47 +429,43 @@ impl Runner {
                 run.dlq_sequence = None;
                 run.finished_at = None;
                 run.trigger = trigger;
-                run
+                journaled
             }
-            Some(run) => {
-                if let Some(wait) = not_yet_due(&run, now) {
+            Some(journaled) => {
+                if let Some(wait) = not_yet_due(&journaled.run, now) {
                     debug!(
                         wait_ms = wait.as_millis() as u64,
                         "delivered before its retry is due; waiting"
                     );
                     return Answer::Nak(wait);
                 }
-                run
+                journaled
             }
-            None => RunRecord {
-                id: run_id.clone(),
-                workflow: self.workflow.name().to_owned(),
-                key,
-                status: RunStatus::Running,
-                attempts: 0,
-                throttled: 0,
-                redrives: 0,
-                trigger,
-                created_at: now,
-                updated_at: now,
-                finished_at: None,
-                output: None,
-                error: None,
-                dlq_sequence: None,
-                history: Vec::new(),
-            },
-        };
-        let is_new = run.history.is_empty() && run.redrives == 0;
-        let journaled = match is_new {
-            true => Vec::new(),
-            false => match self.journal.steps(&run.id).await {
-                Ok(steps) => steps,
-                Err(e) => return infra("reading the run's steps", &e, Some(&run)),
+            None => JournaledRun {
+                run: RunRecord {
+                    id: run_id.clone(),
+                    workflow: self.workflow.name().to_owned(),
+                    key,
+                    status: RunStatus::Running,
+                    attempts: 0,
+                    throttled: 0,
+                    redrives: 0,
+                    trigger,
+                    created_at: now,
+                    updated_at: now,
+                    finished_at: None,
+                    output: None,
+                    error: None,
+                    dlq_sequence: None,
+                    history: Vec::new(),
+                },
+                steps: Vec::new(),
             },
         };
         // Only attempts that run count: the start is durable before the workflow code runs, so a
         // crash mid-attempt still counts it, and a delivery that never got here (waiting for its
         // key at shutdown, an infrastructure failure) does not.
+        let run = &mut journaled.run;
         run.attempts += 1;
         run.status = RunStatus::Running;
         run.updated_at = now;
@@ -476,27 +477,31 @@ impl Runner {
             error: None,
             retry_delay_ms: None,
         });
-        tracing::Span::current().record("attempt", run.attempts);
-        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-            run.attempts -= 1;
-            return infra("journaling the run's start", &e, Some(&run));
+        let attempts = run.attempts;
+        tracing::Span::current().record("attempt", attempts);
+        if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
+            journaled.run.attempts -= 1;
+            return infra("journaling the run's start", &e, Some(&journaled.run));
         }
 
-        let steps = JournalSteps::new(
-            self.journal.clone(),
-            run_id.clone(),
-            self.workflow.name(),
-            journaled,
-        );
-        let mut ctx = RunContext::new(run_id, run.attempts, Box::new(steps));
+        // The run's record is the steps' for the attempt, and comes back when it ends.
+        let shared = Arc::new(tokio::sync::Mutex::new(journaled));
+        let steps = JournalSteps::new(self.journal.clone(), self.workflow.name(), shared.clone());
+        let mut ctx = RunContext::new(run_id, attempts, Box::new(steps));
         let result = AssertUnwindSafe(self.workflow.run(&mut ctx, event))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
                 Err(RunError::permanent(format!("workflow panicked: {}", panic_message(&*panic))))
             });
+        drop(ctx);
+        let mut journaled = match Arc::try_unwrap(shared) {
+            Ok(journaled) => journaled.into_inner(),
+            Err(shared) => shared.lock().await.clone(),
+        };
 
         let now = Utc::now();
+        let run = &mut journaled.run;
         run.updated_at = now;
         let attempt = run.history.last_mut().expect("the attempt was just pushed");
         attempt.finished_at = Some(now);
@@ -507,11 +512,11 @@ impl Runner {
                 run.output = Some(output);
                 run.error = None;
                 run.finished_at = Some(now);
-                if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-                    return infra("journaling the run's success", &e, Some(&run));
+                if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
+                    return infra("journaling the run's success", &e, Some(&journaled.run));
                 }
-                debug!(attempts = run.attempts, "run succeeded");
-                self.announce(&run);
+                debug!(attempts = journaled.run.attempts, "run succeeded");
+                self.announce(&journaled.run);
                 Answer::Ack
             }
             Err(error) => {
@@ -528,18 +533,19 @@ impl Runner {
                         run.status = RunStatus::Failed;
                         run.finished_at = Some(now);
                         warn!(attempts = run.attempts, throttled = run.throttled, error = %error, kind = error.kind_name(), "run failed");
-                        return self.fail_into_dlq(run, &context).await;
+                        return self.fail_into_dlq(journaled, &context).await;
                     }
                 };
                 attempt.outcome = Some(RunStatus::Retrying);
                 attempt.retry_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 run.status = RunStatus::Retrying;
                 if throttled {
-                    not_an_attempt(&mut run);
+                    not_an_attempt(run);
                 }
-                if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-                    return infra("journaling the run's retry", &e, Some(&run));
+                if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
+                    return infra("journaling the run's retry", &e, Some(&journaled.run));
                 }
+                let run = &journaled.run;
                 info!(attempts = run.attempts, throttled = run.throttled, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
                 Answer::Nak(delay)
             }
@@ -547,10 +553,15 @@ impl Runner {
     }
 
     /// Journals the failure, copies the event to the DLQ, records where, then terminates.
-    async fn fail_into_dlq(&self, mut run: RunRecord, context: &MessageContext<'_>) -> Answer {
-        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-            return infra("journaling the run's failure", &e, Some(&run));
+    async fn fail_into_dlq(
+        &self,
+        mut journaled: JournaledRun,
+        context: &MessageContext<'_>,
+    ) -> Answer {
+        if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
+            return infra("journaling the run's failure", &e, Some(&journaled.run));
         }
+        let run = &journaled.run;
         let error = run
             .error
             .clone()
@@ -574,11 +585,11 @@ impl Runner {
             }
             Err(answer) => return answer,
         };
-        run.dlq_sequence = Some(sequence);
-        if let Err(e) = self.journal.put_run(&run, Durability::Flush).await {
-            return infra("journaling the DLQ entry", &e, Some(&run));
+        journaled.run.dlq_sequence = Some(sequence);
+        if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
+            return infra("journaling the DLQ entry", &e, Some(&journaled.run));
         }
-        self.announce(&run);
+        self.announce(&journaled.run);
         Answer::Term
     }
 

@@ -1,52 +1,66 @@
 //! [`StepJournal`] over the engine's [`Journal`]: how a run's steps reach the journal.
 //!
-//! The run's journaled steps are read once per attempt; a step is written when it ends: flushed
-//! when it succeeds (the next step must not start before), lazily when it fails (the run's retry
-//! or failure record that follows is flushed).
+//! The run and its steps are one journal record, shared with the runner for the attempt: a step's
+//! start is kept in memory; its end rewrites the record, flushed when the step succeeded (the next
+//! step must not start before), lazily when it failed (the run's retry or failure record that
+//! follows is flushed).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use tokio::sync::Mutex;
 use workflows::{RunError, StepJournal, StoredStep};
 
-use crate::journal::{Durability, ErrorRecord, Journal, JournalError, StepRecord, StepStatus};
+use crate::journal::{
+    Durability, ErrorRecord, Journal, JournalError, JournaledRun, StepRecord, StepStatus,
+};
 
 pub(crate) struct JournalSteps {
     journal: Arc<dyn Journal>,
-    run_id: String,
     workflow: &'static str,
-    /// The run's steps as journaled, updated as this attempt goes.
-    steps: Mutex<HashMap<u32, StepRecord>>,
+    /// The run and its steps as journaled, updated as this attempt goes.
+    run: Arc<Mutex<JournaledRun>>,
 }
 
 impl JournalSteps {
-    /// `journaled`: the run's steps from earlier attempts (empty for a new run).
     pub(crate) fn new(
         journal: Arc<dyn Journal>,
-        run_id: String,
         workflow: &'static str,
-        journaled: Vec<StepRecord>,
+        run: Arc<Mutex<JournaledRun>>,
     ) -> Self {
-        let steps = journaled.into_iter().map(|step| (step.index, step)).collect();
-        Self { journal, run_id, workflow, steps: Mutex::new(steps) }
+        Self { journal, workflow, run }
     }
 
-    fn steps(&self) -> std::sync::MutexGuard<'_, HashMap<u32, StepRecord>> {
-        self.steps.lock().expect("step map lock")
-    }
-
-    /// Ends the step at `index` with `status` and returns the record to write.
-    fn end(&self, index: u32, name: &str, status: StepStatus) -> StepRecord {
-        let mut steps = self.steps();
-        let step = steps.entry(index).or_insert_with(|| new_step(&self.run_id, index, name, 1));
+    /// Ends the step at `index` with `status`, `output` and `error`, and writes the record.
+    async fn end(
+        &self,
+        index: u32,
+        name: &str,
+        end: impl FnOnce(&mut StepRecord),
+        durability: Durability,
+    ) -> Result<(), JournalError> {
+        let mut journaled = self.run.lock().await;
         let now = Utc::now();
-        step.status = status;
+        let step = step_mut(&mut journaled, index, name);
         step.finished_at = Some(now);
         step.duration_ms = u64::try_from((now - step.started_at).num_milliseconds()).ok();
-        step.clone()
+        end(step);
+        self.journal.put(&journaled, durability).await
     }
+}
+
+/// The step at `index`, added (started now) if the attempt has not started it.
+fn step_mut<'a>(journaled: &'a mut JournaledRun, index: u32, name: &str) -> &'a mut StepRecord {
+    let at = match journaled.steps.binary_search_by_key(&index, |s| s.index) {
+        Ok(at) => at,
+        Err(at) => {
+            let step = new_step(&journaled.run.id, index, name, 1);
+            journaled.steps.insert(at, step);
+            at
+        }
+    };
+    &mut journaled.steps[at]
 }
 
 fn new_step(run_id: &str, index: u32, name: &str, attempts: u32) -> StepRecord {
@@ -71,15 +85,27 @@ fn journal_error(e: JournalError) -> RunError {
 #[async_trait]
 impl StepJournal for JournalSteps {
     async fn finished(&self, index: u32) -> Result<Option<StoredStep>, RunError> {
-        Ok(self.steps().get(&index).filter(|s| s.status == StepStatus::Succeeded).map(|s| {
-            StoredStep { name: s.name.clone(), output: s.output.clone().unwrap_or_default() }
-        }))
+        let journaled = self.run.lock().await;
+        Ok(journaled
+            .steps
+            .iter()
+            .find(|s| s.index == index && s.status == StepStatus::Succeeded)
+            .map(|s| StoredStep {
+                name: s.name.clone(),
+                output: s.output.clone().unwrap_or_default(),
+            }))
     }
 
     async fn start(&self, index: u32, name: &str) -> Result<(), RunError> {
-        let mut steps = self.steps();
-        let attempts = steps.get(&index).map_or(1, |previous| previous.attempts + 1);
-        steps.insert(index, new_step(&self.run_id, index, name, attempts));
+        let mut journaled = self.run.lock().await;
+        let run_id = journaled.run.id.clone();
+        match journaled.steps.binary_search_by_key(&index, |s| s.index) {
+            Ok(at) => {
+                let attempts = journaled.steps[at].attempts + 1;
+                journaled.steps[at] = new_step(&run_id, index, name, attempts);
+            }
+            Err(at) => journaled.steps.insert(at, new_step(&run_id, index, name, 1)),
+        }
         Ok(())
     }
 
@@ -89,19 +115,24 @@ impl StepJournal for JournalSteps {
         name: &str,
         output: &serde_json::Value,
     ) -> Result<(), RunError> {
-        let mut step = self.end(index, name, StepStatus::Succeeded);
-        step.output = Some(output.clone());
-        self.steps().insert(index, step.clone());
-        self.journal.put_step(&step, Durability::Flush).await.map_err(journal_error)?;
+        let succeeded = |step: &mut StepRecord| {
+            step.status = StepStatus::Succeeded;
+            step.output = Some(output.clone());
+            step.error = None;
+        };
+        self.end(index, name, succeeded, Durability::Flush).await.map_err(journal_error)?;
         crate::fault::after_step(self.workflow, name);
         Ok(())
     }
 
     async fn fail(&self, index: u32, name: &str, error: &RunError) -> Result<(), RunError> {
-        let mut step = self.end(index, name, StepStatus::Failed);
-        step.error =
-            Some(ErrorRecord { kind: error.kind_name().into(), message: error.message.clone() });
-        self.steps().insert(index, step.clone());
-        self.journal.put_step(&step, Durability::Lazy).await.map_err(journal_error)
+        let failed = |step: &mut StepRecord| {
+            step.status = StepStatus::Failed;
+            step.error = Some(ErrorRecord {
+                kind: error.kind_name().into(),
+                message: error.message.clone(),
+            });
+        };
+        self.end(index, name, failed, Durability::Lazy).await.map_err(journal_error)
     }
 }

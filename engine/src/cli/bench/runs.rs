@@ -15,9 +15,10 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::cli::output;
-use crate::journal::sled::SledJournal;
+use crate::journal::sled::{self, SledJournal};
 use crate::journal::{
-    AttemptRecord, Durability, Journal, RunFilter, RunRecord, RunStatus, TriggerRecord,
+    AttemptRecord, Durability, Journal, JournaledRun, RunFilter, RunRecord, RunStatus, StepRecord,
+    StepStatus, TriggerRecord,
 };
 
 /// Times each indexed query is run; the median is reported.
@@ -32,6 +33,9 @@ pub struct RunsBenchArgs {
     /// Runs to journal before querying.
     #[arg(long, default_value_t = 1_000_000)]
     pub runs: usize,
+    /// MiB of sled's page cache, as `runtime.journal-cache-mib`.
+    #[arg(long, default_value_t = sled::DEFAULT_CACHE_MIB)]
+    pub cache_mib: u64,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -41,7 +45,13 @@ pub struct RunsBenchArgs {
 struct Report {
     runs: usize,
     write_seconds: f64,
+    cache_mib: u64,
     journal_bytes: u64,
+    journal_bytes_per_run: f64,
+    /// The process's resident memory once the runs are journaled and the queries made.
+    rss_mib: f64,
+    /// Its peak resident memory.
+    peak_rss_mib: f64,
     queries: Vec<QueryReport>,
 }
 
@@ -80,8 +90,43 @@ fn status(i: usize) -> RunStatus {
     }
 }
 
-/// Run `i` of the generated journal: a ping-sized record (trigger event, one attempt, output).
-fn generated(i: usize, start: chrono::DateTime<Utc>) -> RunRecord {
+/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`) in MiB; 0 where there is none.
+pub(super) fn memory_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Run `i` of the generated journal: a ping-sized record (trigger event, one attempt, output,
+/// the three steps of a ping for a finished run).
+fn generated(i: usize, start: chrono::DateTime<Utc>) -> JournaledRun {
+    let run = generated_run(i, start);
+    let steps = match run.finished_at {
+        Some(finished) => ["receive", "echo", "reply"]
+            .iter()
+            .zip(0..)
+            .map(|(name, index)| StepRecord {
+                run_id: run.id.clone(),
+                index,
+                name: (*name).into(),
+                status: StepStatus::Succeeded,
+                attempts: 1,
+                output: Some(serde_json::json!({ "n": i })),
+                error: None,
+                started_at: run.created_at,
+                finished_at: Some(finished),
+                duration_ms: Some(0),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    JournaledRun { run, steps }
+}
+
+fn generated_run(i: usize, start: chrono::DateTime<Utc>) -> RunRecord {
     let created = start + chrono::Duration::milliseconds(10 * i as i64);
     let workflow = workflow(i);
     let key = format!("team-{}", i % KEYS);
@@ -131,7 +176,8 @@ fn millis(d: Duration) -> f64 {
 pub async fn bench(args: RunsBenchArgs) -> anyhow::Result<std::process::ExitCode> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let scratch = tempfile::tempdir()?;
-    let journal = SledJournal::open(&scratch.path().join("journal"))?;
+    let db = sled::sled_config(&scratch.path().join("journal"), args.cache_mib).open()?;
+    let journal = SledJournal::with_db(db)?;
     let start = Utc::now() - chrono::Duration::milliseconds(10 * args.runs as i64);
     if !args.json {
         eprintln!("journaling {} runs in {}", args.runs, scratch.path().display());
@@ -143,7 +189,7 @@ pub async fn bench(args: RunsBenchArgs) -> anyhow::Result<std::process::ExitCode
         let runs = args.runs;
         writers.spawn(async move {
             for i in (writer..runs).step_by(WRITERS) {
-                journal.put_run(&generated(i, start), Durability::Lazy).await?;
+                journal.put(&generated(i, start), Durability::Lazy).await?;
             }
             anyhow::Ok(())
         });
@@ -209,10 +255,15 @@ pub async fn bench(args: RunsBenchArgs) -> anyhow::Result<std::process::ExitCode
             speedup: scan / indexed.max(f64::EPSILON),
         });
     }
+    let journal_bytes = journal.db().size_on_disk()?;
     let report = Report {
         runs: args.runs,
         write_seconds,
-        journal_bytes: journal.db().size_on_disk()?,
+        cache_mib: args.cache_mib,
+        journal_bytes,
+        journal_bytes_per_run: journal_bytes as f64 / args.runs as f64,
+        rss_mib: memory_mib("VmRSS"),
+        peak_rss_mib: memory_mib("VmHWM"),
         queries: reports,
     };
     if args.json {
@@ -225,10 +276,15 @@ pub async fn bench(args: RunsBenchArgs) -> anyhow::Result<std::process::ExitCode
 
 fn print_report(report: &Report) {
     println!(
-        "{} runs journaled in {:.1} s ({:.0} MiB on disk)\n",
+        "{} runs journaled in {:.1} s ({:.0} MiB on disk, {:.0} bytes per run)",
         report.runs,
         report.write_seconds,
-        report.journal_bytes as f64 / (1024.0 * 1024.0)
+        report.journal_bytes as f64 / (1024.0 * 1024.0),
+        report.journal_bytes_per_run,
+    );
+    println!(
+        "memory: {:.0} MiB resident, {:.0} MiB at the peak (page cache {} MiB)\n",
+        report.rss_mib, report.peak_rss_mib, report.cache_mib
     );
     let rows: Vec<Vec<String>> = report
         .queries
