@@ -737,6 +737,10 @@ mod tests {
         let err = Config::load(Some(&file), Figment::new()).unwrap_err().to_string();
         assert!(err.contains("runtime.concurrency"), "{err}");
 
+        std::fs::write(&file, "[runtime]\njournal-cache-mib = 0\n").unwrap();
+        let err = Config::load(Some(&file), Figment::new()).unwrap_err().to_string();
+        assert!(err.contains("runtime.journal-cache-mib must be between 1"), "{err}");
+
         let err = Config::load(Some(&dir.path().join("nope.toml")), Figment::new()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile { .. }));
     }

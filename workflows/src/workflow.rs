@@ -104,15 +104,17 @@ pub struct StoredStep {
 /// Where a run's steps are journaled; the engine implements it over its journal.
 ///
 /// # Guarantees
-/// `complete` returns only once the step's output is durable, so the next step never starts
-/// before the previous one's result would survive a crash.
+/// A step's output recorded by `complete` is durable before the next step's `start` returns (an
+/// implementation may flush it in `complete` or write it behind, in the next `start` or with the
+/// run's outcome), so the next step never starts before the previous one's result would survive
+/// a crash.
 #[async_trait]
 pub trait StepJournal: Send + Sync {
     /// The finished step at `index`, if any.
     async fn finished(&self, index: u32) -> Result<Option<StoredStep>, RunError>;
     /// Records that the step at `index` starts (one more attempt of it).
     async fn start(&self, index: u32, name: &str) -> Result<(), RunError>;
-    /// Records the step's output durably.
+    /// Records the step's output, durable at the latest when the next step starts.
     async fn complete(
         &self,
         index: u32,

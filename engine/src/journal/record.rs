@@ -105,8 +105,9 @@ struct Step {
     duration_ms: Option<u64>,
 }
 
+/// Straight into a buffer: `Value`'s `Display` goes through `fmt` and costs twice as much.
 fn json_text(value: &serde_json::Value) -> String {
-    value.to_string()
+    serde_json::to_string(value).expect("a JSON value serializes")
 }
 
 fn json_value(key: &[u8], text: &str) -> Result<serde_json::Value, JournalError> {

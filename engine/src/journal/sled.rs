@@ -3,11 +3,14 @@
 //! One tree, `journal`, holds every run and its index entries, each kind under its own first
 //! byte:
 //! - `r`, run id → the run and its steps, one record ([`super::record`]: compact binary);
-//! - four indexes whose keys end in a run's list position (big-endian creation millis, run id),
-//!   so that each lists newest first by iterating backwards: `c` (every run: listing,
-//!   retention), `w` + u32 length + workflow, `s` + one status byte, `k` + u32 length + key.
+//! - three indexes whose keys end in a run's list position (big-endian creation millis, run
+//!   id), so that each lists newest first by iterating backwards: `w` + u32 length + workflow,
+//!   `s` + one status byte, `k` + u32 length + key. Every run has one entry in each; the status
+//!   index read under all four statuses at once (a merge) lists every run, so there is no index
+//!   of all runs to write.
 //!
-//! A filtered list reads the index of each field it names, newest first from its cursor, keeps
+//! A list reads the index of each field it names (the status index under every status when it
+//! names none), newest first from its cursor, keeps
 //! the positions every one of them holds (a merge of sorted streams: nothing is decoded), and
 //! decodes only the runs it answers; it stops at the limit. Writes are made durable by a group
 //! commit: concurrent writers share one fsync.
@@ -16,9 +19,9 @@
 //! Every run is listed: a write inserts the run's new index entries before its record, and
 //! removes the entries it replaces (a status change moves its status entry) only after it. A
 //! crash in between leaves a stale entry, never a missing one; a list checks every run it
-//! answers against its record, so it skips stale entries. A purge removes a run's filtered
-//! entries (under every status), then its record, then its entry in the list of all runs, which
-//! the next sweep removes if the run is gone. Writers of one run id are serialised (a striped lock held while
+//! answers against its record, so it skips stale entries. A purge removes a run's workflow and
+//! key entries, then its record, then its status entries (under every status); the sweep also
+//! removes the entries it meets that name no run or not the run's status. Writers of one run id are serialised (a striped lock held while
 //! the old record is read and the new one written). Single writes, not sled batches or
 //! transactions: those take a lock over the whole database, which cut the throughput of
 //! concurrent runs by half.
@@ -59,7 +62,7 @@ const LEGACY_TREES: [&str; 7] = [
 ];
 /// MiB of sled's page cache unless configured (`runtime.journal-cache-mib`); sled's own default
 /// is 1 GiB.
-pub const DEFAULT_CACHE_MIB: u64 = 64;
+pub const DEFAULT_CACHE_MIB: u64 = 16;
 
 /// How the engine opens a sled database in `dir`: throughput mode, a page cache of `cache_mib`.
 pub fn sled_config(dir: &std::path::Path, cache_mib: u64) -> ::sled::Config {
@@ -93,19 +96,17 @@ struct GroupCommit {
 /// list position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Index {
-    Created,
     Workflow,
     Status,
     Key,
 }
 
 impl Index {
-    const ALL: [Self; 4] = [Self::Created, Self::Workflow, Self::Status, Self::Key];
+    const ALL: [Self; 3] = [Self::Workflow, Self::Status, Self::Key];
 
     /// The first byte of this index's entries.
     fn tag(self) -> u8 {
         match self {
-            Self::Created => b'c',
             Self::Workflow => b'w',
             Self::Status => b's',
             Self::Key => b'k',
@@ -115,7 +116,6 @@ impl Index {
     /// The entry of `run` in this index.
     fn entry(self, run: &Head) -> Vec<u8> {
         let mut key = match self {
-            Self::Created => vec![self.tag()],
             Self::Workflow => self.text_prefix(&run.workflow),
             Self::Status => status_prefix(run.status),
             Self::Key => self.text_prefix(&run.key),
@@ -392,17 +392,24 @@ impl SledJournal {
     pub fn list_runs_by_scan(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError> {
         let limit = filter.checked_limit()?;
         let mut runs = Vec::new();
-        for entry in self.tree.scan_prefix([Index::Created.tag()]).keys().rev() {
+        let mut all = self.all_runs(None)?;
+        while let Some(position) = all.peek().map(<[u8]>::to_vec) {
+            all.advance()?;
             if runs.len() >= limit {
                 break;
             }
-            let Some(id) = entry?.get(9..).map(<[u8]>::to_vec) else { continue };
-            let Some(journaled) = self.read(&id, false)? else { continue };
-            if filter.matches(&journaled.run) {
+            let Some(id) = position.get(8..) else { continue };
+            let Some(journaled) = self.read(id, false)? else { continue };
+            if filter.matches(&journaled.run) && list_position(&journaled.run) == position {
                 runs.push(journaled.run);
             }
         }
         Ok(runs)
+    }
+
+    /// Every run's position, newest first, below `after`: the status index under every status.
+    fn all_runs(&self, after: Option<&[u8]>) -> Result<Scan, JournalError> {
+        Scan::new(&self.tree, RunStatus::ALL.map(status_prefix).to_vec(), after)
     }
 
     /// One page through the indexes (see the module's doc).
@@ -432,7 +439,7 @@ impl SledJournal {
             scans.push(Scan::new(tree, vec![Index::Key.text_prefix(key)], after)?);
         }
         if scans.is_empty() {
-            scans.push(Scan::new(tree, vec![vec![Index::Created.tag()]], after)?);
+            scans.push(self.all_runs(after)?);
         }
         let mut page = RunPage::default();
         while let Some(position) = next_common(&mut scans)? {
@@ -451,42 +458,48 @@ impl SledJournal {
         Ok(page)
     }
 
+    /// Walks the finished runs oldest first, under each finished status, and deletes those
+    /// `policy` lets go: the run's workflow and key entries, then its record, then its status
+    /// entries (under every status: a crash between a write and its removal of the old status
+    /// entry leaves one). A crash in between leaves a record that is still swept, or entries
+    /// naming no run, which the walk removes when it meets them.
     fn purge_blocking(&self, policy: &PurgePolicy) -> Result<usize, JournalError> {
         let created_before = policy.created_before();
         let mut purged = 0;
-        for entry in self.tree.scan_prefix([Index::Created.tag()]).keys() {
-            let entry = entry?;
-            let Some(id) = entry.get(9..).and_then(|id| std::str::from_utf8(id).ok()) else {
-                continue;
-            };
-            let key = run_key(id);
-            let _writer = self.writer(id);
-            let Some(bytes) = self.tree.get(&key)? else {
-                self.tree.remove(&entry)?;
-                continue;
-            };
-            let run = record::decode(&key, &bytes, false)?.run;
-            if run.created_at >= created_before {
-                break;
+        for status in [RunStatus::Succeeded, RunStatus::Failed] {
+            let prefix = status_prefix(status);
+            for entry in self.tree.scan_prefix(&prefix).keys() {
+                let entry = entry?;
+                let Some(id) = entry.get(prefix.len() + 8..) else { continue };
+                let Ok(id) = std::str::from_utf8(id) else { continue };
+                let key = run_key(id);
+                let _writer = self.writer(id);
+                let Some(bytes) = self.tree.get(&key)? else {
+                    self.tree.remove(&entry)?;
+                    continue;
+                };
+                let run = record::decode(&key, &bytes, false)?.run;
+                if run.created_at >= created_before {
+                    break;
+                }
+                if run.status != status {
+                    // A stale entry: the run's own is written before its record.
+                    self.tree.remove(&entry)?;
+                    continue;
+                }
+                if !policy.may_purge(&run) {
+                    continue;
+                }
+                let mut head = Head::of(&run);
+                self.tree.remove(Index::Workflow.entry(&head))?;
+                self.tree.remove(Index::Key.entry(&head))?;
+                self.tree.remove(key)?;
+                for status in RunStatus::ALL {
+                    head.status = status;
+                    self.tree.remove(Index::Status.entry(&head))?;
+                }
+                purged += 1;
             }
-            if !policy.may_purge(&run) {
-                continue;
-            }
-            // The filtered indexes' entries first and the list's last: a crash between leaves
-            // the run listed, and the next sweep finishes the job.
-            // Every status the run could have an entry under: a crash between a write and its
-            // removal of the old status entry leaves one.
-            let mut head = Head::of(&run);
-            for index in [Index::Workflow, Index::Key] {
-                self.tree.remove(index.entry(&head))?;
-            }
-            for status in RunStatus::ALL {
-                head.status = status;
-                self.tree.remove(Index::Status.entry(&head))?;
-            }
-            self.tree.remove(key)?;
-            self.tree.remove(entry)?;
-            purged += 1;
         }
         Ok(purged)
     }
@@ -631,7 +644,7 @@ mod tests {
         let filter = RunFilter { status: Some(RunStatus::Succeeded), ..Default::default() };
         assert_eq!(journal.list_runs(&filter).await.unwrap().items[0].id, "a");
         assert_eq!(journal.load("b").await.unwrap().unwrap(), b);
-        assert_eq!(entries(&journal), [2, 2, 2, 2]);
+        assert_eq!(entries(&journal), [2, 2, 2]);
 
         let purged = journal.purge_finished(&purge_all_finished(Utc::now())).await.unwrap();
         assert_eq!(purged, 1, "only the finished run is purged");
@@ -746,7 +759,7 @@ mod tests {
     }
 
     /// Every index entry, per index, for checking what a write or a sweep left.
-    fn entries(journal: &SledJournal) -> [usize; 4] {
+    fn entries(journal: &SledJournal) -> [usize; 3] {
         Index::ALL.map(|index| journal.tree.scan_prefix([index.tag()]).count())
     }
 
@@ -784,7 +797,7 @@ mod tests {
         for r in [&sync, &ping, &other] {
             journal.put_run(r, Durability::Lazy).await.unwrap();
         }
-        assert_eq!(entries(&journal), [3, 3, 3, 3]);
+        assert_eq!(entries(&journal), [3, 3, 3]);
         let by = |workflow: Option<&str>, status: Option<RunStatus>, key: Option<&str>| RunFilter {
             workflow: workflow.map(Into::into),
             status,
@@ -808,7 +821,7 @@ mod tests {
         sync.status = RunStatus::Succeeded;
         sync.finished_at = Some(at(5));
         journal.put_run(&sync, Durability::Lazy).await.unwrap();
-        assert_eq!(entries(&journal), [3, 3, 3, 3], "an update adds no entry");
+        assert_eq!(entries(&journal), [3, 3, 3], "an update adds no entry");
         assert!(listed_ids(&journal, by(None, Some(RunStatus::Running), None)).await.is_empty());
         let succeeded = by(None, Some(RunStatus::Succeeded), None);
         assert_eq!(listed_ids(&journal, succeeded.clone()).await, ["ping-2", "sync-1"]);
@@ -817,9 +830,39 @@ mod tests {
         // The sweep removes every entry of the runs it deletes.
         let purged = journal.purge_finished(&purge_all_finished(at(3))).await.unwrap();
         assert_eq!(purged, 2, "ping-1 and ping-2 finished before; sync-1 after");
-        assert_eq!(entries(&journal), [1, 1, 1, 1]);
+        assert_eq!(entries(&journal), [1, 1, 1]);
         assert_eq!(listed_ids(&journal, by(None, None, Some("team-a"))).await, ["sync-1"]);
         assert_indexes_match(&journal);
+    }
+
+    /// What a crash between a write's steps leaves (a status entry the run no longer has, an
+    /// entry naming no run) is skipped by lists and removed by the sweep.
+    #[tokio::test]
+    async fn entries_a_crash_leaves_behind_are_skipped_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let t0 = Utc::now() - chrono::Duration::days(40);
+        let done = run("done", "ping", t0, RunStatus::Succeeded);
+        journal.put_run(&done, Durability::Lazy).await.unwrap();
+        let mut stale = Head::of(&done);
+        stale.status = RunStatus::Running;
+        journal.tree.insert(Index::Status.entry(&stale), &[]).unwrap();
+        let ghost = Head::of(&run("ghost", "ping", t0, RunStatus::Failed));
+        journal.tree.insert(Index::Status.entry(&ghost), &[]).unwrap();
+        assert_eq!(entries(&journal), [1, 3, 1]);
+
+        assert_eq!(listed_ids(&journal, RunFilter::default()).await, ["done"], "listed once");
+        let running = RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() };
+        assert!(listed_ids(&journal, running).await.is_empty());
+        let failed = RunFilter { status: Some(RunStatus::Failed), ..RunFilter::default() };
+        assert!(listed_ids(&journal, failed).await.is_empty());
+        let scanned = journal.list_runs_by_scan(&RunFilter::default()).unwrap();
+        assert_eq!(ids_of(&scanned), ["done"]);
+
+        let purged = journal.purge_finished(&purge_all_finished(Utc::now())).await.unwrap();
+        assert_eq!(purged, 1);
+        assert_eq!(entries(&journal), [0, 0, 0], "the run's entries and the leftovers are gone");
+        assert_eq!(journal.tree.len(), 0);
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use workflows::{RunContext, RunError, Workflow};
 use super::RunFinished;
 use super::dlq::{self, DeadLetter};
 use super::retry::{RetryPolicy, Verdict};
-use super::steps::JournalSteps;
+use super::steps::{Attempt, JournalSteps};
 use crate::bus::{Names, codec};
 use crate::journal::{
     AttemptRecord, Durability, ErrorRecord, Journal, JournaledRun, RunRecord, RunStatus,
@@ -413,7 +413,7 @@ impl Runner {
                 if journaled.run.status == RunStatus::Failed
                     && journaled.run.dlq_sequence.is_none() =>
             {
-                return self.fail_into_dlq(journaled, &context).await;
+                return self.fail_into_dlq(journaled, &context, || {}).await;
             }
             Some(mut journaled) if journaled.run.status == RunStatus::Failed => {
                 if !context.redrive {
@@ -485,7 +485,7 @@ impl Runner {
         }
 
         // The run's record is the steps' for the attempt, and comes back when it ends.
-        let shared = Arc::new(tokio::sync::Mutex::new(journaled));
+        let shared = Arc::new(tokio::sync::Mutex::new(Attempt::new(journaled)));
         let steps = JournalSteps::new(self.journal.clone(), self.workflow.name(), shared.clone());
         let mut ctx = RunContext::new(run_id, attempts, Box::new(steps));
         let result = AssertUnwindSafe(self.workflow.run(&mut ctx, event))
@@ -495,9 +495,16 @@ impl Runner {
                 Err(RunError::permanent(format!("workflow panicked: {}", panic_message(&*panic))))
             });
         drop(ctx);
-        let mut journaled = match Arc::try_unwrap(shared) {
-            Ok(journaled) => journaled.into_inner(),
+        let (mut journaled, unflushed) = match Arc::try_unwrap(shared) {
+            Ok(attempt) => attempt.into_inner(),
             Err(shared) => shared.lock().await.clone(),
+        }
+        .into_parts();
+        // A step whose success is written behind is durable with the outcome's flushed write.
+        let flushed = || {
+            if let Some(step) = &unflushed {
+                crate::fault::after_step(self.workflow.name(), step);
+            }
         };
 
         let now = Utc::now();
@@ -515,6 +522,7 @@ impl Runner {
                 if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
                     return infra("journaling the run's success", &e, Some(&journaled.run));
                 }
+                flushed();
                 debug!(attempts = journaled.run.attempts, "run succeeded");
                 self.announce(&journaled.run);
                 Answer::Ack
@@ -533,7 +541,7 @@ impl Runner {
                         run.status = RunStatus::Failed;
                         run.finished_at = Some(now);
                         warn!(attempts = run.attempts, throttled = run.throttled, error = %error, kind = error.kind_name(), "run failed");
-                        return self.fail_into_dlq(journaled, &context).await;
+                        return self.fail_into_dlq(journaled, &context, flushed).await;
                     }
                 };
                 attempt.outcome = Some(RunStatus::Retrying);
@@ -545,6 +553,7 @@ impl Runner {
                 if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
                     return infra("journaling the run's retry", &e, Some(&journaled.run));
                 }
+                flushed();
                 let run = &journaled.run;
                 info!(attempts = run.attempts, throttled = run.throttled, error = %error, delay_ms = delay.as_millis() as u64, "run will retry");
                 Answer::Nak(delay)
@@ -552,15 +561,18 @@ impl Runner {
         }
     }
 
-    /// Journals the failure, copies the event to the DLQ, records where, then terminates.
+    /// Journals the failure (then calls `flushed`), copies the event to the DLQ, records where,
+    /// then terminates.
     async fn fail_into_dlq(
         &self,
         mut journaled: JournaledRun,
         context: &MessageContext<'_>,
+        flushed: impl FnOnce(),
     ) -> Answer {
         if let Err(e) = self.journal.put(&journaled, Durability::Flush).await {
             return infra("journaling the run's failure", &e, Some(&journaled.run));
         }
+        flushed();
         let run = &journaled.run;
         let error = run
             .error

@@ -1,9 +1,11 @@
 //! [`StepJournal`] over the engine's [`Journal`]: how a run's steps reach the journal.
 //!
-//! The run and its steps are one journal record, shared with the runner for the attempt: a step's
-//! start is kept in memory; its end rewrites the record, flushed when the step succeeded (the next
-//! step must not start before), lazily when it failed (the run's retry or failure record that
-//! follows is flushed).
+//! The run and its steps are one journal record, shared with the runner for the attempt. A step's
+//! start is kept in memory. A step's success is written behind: the record is written and flushed
+//! when the next step starts, or with the run's outcome, whichever comes first, so each step is
+//! durable before the next one starts (the contract) and a run of n steps makes n + 1 durable
+//! writes, not n + 2. A step's failure is written at once, lazily (the run's retry or failure
+//! record that follows is flushed).
 
 use std::sync::Arc;
 
@@ -16,37 +18,56 @@ use crate::journal::{
     Durability, ErrorRecord, Journal, JournalError, JournaledRun, StepRecord, StepStatus,
 };
 
+/// An attempt's run and steps, as the steps and then the runner update them.
+#[derive(Clone)]
+pub(crate) struct Attempt {
+    pub journaled: JournaledRun,
+    /// A step that succeeded and is not durable yet: written with the next write.
+    unflushed: Option<String>,
+}
+
+impl Attempt {
+    pub(crate) fn new(journaled: JournaledRun) -> Self {
+        Self { journaled, unflushed: None }
+    }
+
+    /// Called once a flushed write of the record returned: what was unflushed is durable.
+    pub(crate) fn flushed(&mut self, workflow: &str) {
+        if let Some(step) = self.unflushed.take() {
+            crate::fault::after_step(workflow, &step);
+        }
+    }
+
+    /// The run and steps, and the name of a step whose success the next flushed write makes
+    /// durable (for [`crate::fault::after_step`]).
+    pub(crate) fn into_parts(self) -> (JournaledRun, Option<String>) {
+        (self.journaled, self.unflushed)
+    }
+}
+
 pub(crate) struct JournalSteps {
     journal: Arc<dyn Journal>,
     workflow: &'static str,
     /// The run and its steps as journaled, updated as this attempt goes.
-    run: Arc<Mutex<JournaledRun>>,
+    attempt: Arc<Mutex<Attempt>>,
 }
 
 impl JournalSteps {
     pub(crate) fn new(
         journal: Arc<dyn Journal>,
         workflow: &'static str,
-        run: Arc<Mutex<JournaledRun>>,
+        attempt: Arc<Mutex<Attempt>>,
     ) -> Self {
-        Self { journal, workflow, run }
+        Self { journal, workflow, attempt }
     }
 
-    /// Ends the step at `index` with `status`, `output` and `error`, and writes the record.
-    async fn end(
-        &self,
-        index: u32,
-        name: &str,
-        end: impl FnOnce(&mut StepRecord),
-        durability: Durability,
-    ) -> Result<(), JournalError> {
-        let mut journaled = self.run.lock().await;
+    /// Ends the step at `index`: sets its end time, then `end` sets the rest.
+    fn end(attempt: &mut Attempt, index: u32, name: &str, end: impl FnOnce(&mut StepRecord)) {
         let now = Utc::now();
-        let step = step_mut(&mut journaled, index, name);
+        let step = step_mut(&mut attempt.journaled, index, name);
         step.finished_at = Some(now);
         step.duration_ms = u64::try_from((now - step.started_at).num_milliseconds()).ok();
         end(step);
-        self.journal.put(&journaled, durability).await
     }
 }
 
@@ -85,8 +106,9 @@ fn journal_error(e: JournalError) -> RunError {
 #[async_trait]
 impl StepJournal for JournalSteps {
     async fn finished(&self, index: u32) -> Result<Option<StoredStep>, RunError> {
-        let journaled = self.run.lock().await;
-        Ok(journaled
+        let attempt = self.attempt.lock().await;
+        Ok(attempt
+            .journaled
             .steps
             .iter()
             .find(|s| s.index == index && s.status == StepStatus::Succeeded)
@@ -97,7 +119,13 @@ impl StepJournal for JournalSteps {
     }
 
     async fn start(&self, index: u32, name: &str) -> Result<(), RunError> {
-        let mut journaled = self.run.lock().await;
+        let mut attempt = self.attempt.lock().await;
+        if attempt.unflushed.is_some() {
+            // The previous step's success, durable before this step starts.
+            self.journal.put(&attempt.journaled, Durability::Flush).await.map_err(journal_error)?;
+            attempt.flushed(self.workflow);
+        }
+        let journaled = &mut attempt.journaled;
         let run_id = journaled.run.id.clone();
         match journaled.steps.binary_search_by_key(&index, |s| s.index) {
             Ok(at) => {
@@ -115,24 +143,25 @@ impl StepJournal for JournalSteps {
         name: &str,
         output: &serde_json::Value,
     ) -> Result<(), RunError> {
-        let succeeded = |step: &mut StepRecord| {
+        let mut attempt = self.attempt.lock().await;
+        Self::end(&mut attempt, index, name, |step| {
             step.status = StepStatus::Succeeded;
             step.output = Some(output.clone());
             step.error = None;
-        };
-        self.end(index, name, succeeded, Durability::Flush).await.map_err(journal_error)?;
-        crate::fault::after_step(self.workflow, name);
+        });
+        attempt.unflushed = Some(name.to_owned());
         Ok(())
     }
 
     async fn fail(&self, index: u32, name: &str, error: &RunError) -> Result<(), RunError> {
-        let failed = |step: &mut StepRecord| {
+        let mut attempt = self.attempt.lock().await;
+        Self::end(&mut attempt, index, name, |step| {
             step.status = StepStatus::Failed;
             step.error = Some(ErrorRecord {
                 kind: error.kind_name().into(),
                 message: error.message.clone(),
             });
-        };
-        self.end(index, name, failed, Durability::Lazy).await.map_err(journal_error)
+        });
+        self.journal.put(&attempt.journaled, Durability::Lazy).await.map_err(journal_error)
     }
 }
