@@ -3,8 +3,8 @@
 //! A record is one format byte ([`FORMAT`]) followed by a [postcard] encoding of [`Stored`]:
 //! varint integers, length-prefixed strings, timestamps as seconds and nanoseconds, JSON values
 //! (the trigger event, outputs) as their JSON text. The fields the indexes derive from come
-//! first, so that [`head`] decodes them alone. A ping run of three steps takes about 600 bytes
-//! (its JSON records took about 2.5 KiB).
+//! first, so that [`head`] decodes them alone. A finished ping (three steps) takes about 430 bytes
+//! (1.4 KiB as the JSON records it replaced; `cli::bench::runs` checks both).
 //!
 //! Journals written before this format (one JSON record per run and one per step) are converted
 //! when they are opened (see [`super::sled`]).

@@ -306,3 +306,22 @@ fn print_report(report: &Report) {
         .collect();
     output::table(&["QUERY", "LISTED", "INDEXED MS", "SCAN MS", "SCAN/INDEXED"], &rows);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The journal's record of a finished ping (trigger event, one attempt, output, three steps)
+    /// against the JSON records it replaced (one for the run, one per step).
+    #[test]
+    fn a_ping_record_is_a_fraction_of_its_json() {
+        let journaled = generated(0, Utc::now());
+        assert_eq!(journaled.steps.len(), 3);
+        let binary = crate::journal::record::encode(&journaled).len();
+        let json = serde_json::to_vec(&journaled.run).unwrap().len()
+            + journaled.steps.iter().map(|s| serde_json::to_vec(s).unwrap().len()).sum::<usize>();
+        eprintln!("binary {binary} bytes, JSON {json} bytes");
+        assert!(binary < 700, "{binary} bytes");
+        assert!(binary * 3 < json, "binary {binary}, JSON {json}");
+    }
+}
