@@ -49,14 +49,14 @@ async fn changes_survive_reopening_the_database() {
 async fn uses_only_records_trees() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let journal = db.open_tree("journal_runs").unwrap();
+    let journal = db.open_tree("journal").unwrap();
     journal.insert("run-1", "x").unwrap();
     let store = SledRecords::open(&db).unwrap();
     store.create_team(conformance::team("payments"), &Actor::system()).await.unwrap();
     for name in db.tree_names() {
         let name = String::from_utf8(name.to_vec()).unwrap();
         assert!(
-            name.starts_with("records_") || name == "journal_runs" || name == "__sled__default",
+            name.starts_with("records_") || name == "journal" || name == "__sled__default",
             "unexpected tree {name}"
         );
     }
