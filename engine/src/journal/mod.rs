@@ -4,9 +4,9 @@
 //! [`Journal`] is the contract; [`sled::SledJournal`] the embedded implementation.
 //!
 //! # Guarantees
-//! `put_run` and `put_step` with [`Durability::Flush`] return only once the record and everything
-//! written before it is on disk (fsync), so the runtime can
-//! rely on the ordering "step durable → next step starts" and "run finished durable → ack".
+//! [`Journal::put`] with [`Durability::Flush`] returns only once the record and everything written
+//! before it is on disk (fsync), so the runtime can rely on the ordering "step durable → next step
+//! starts" and "run finished durable → ack".
 //! A run and its steps are one record ([`JournaledRun`]); a run the journal holds is listed and
 //! swept (see [`sled`]).
 //!

@@ -10,9 +10,9 @@
 //!   of all runs to write.
 //!
 //! A list reads the index of each field it names (the status index under every status when it
-//! names none), newest first from its cursor, keeps
-//! the positions every one of them holds (a merge of sorted streams: nothing is decoded), and
-//! decodes only the runs it answers; it stops at the limit. Writes are made durable by a group
+//! names none), newest first from its cursor, keeps the positions every one of them holds (a
+//! merge of sorted streams: nothing is decoded), and decodes only the runs it answers; it stops
+//! at the limit. Writes are made durable by a group
 //! commit: concurrent writers share one fsync.
 //!
 //! # Guarantees
@@ -21,18 +21,19 @@
 //! crash in between leaves a stale entry, never a missing one; a list checks every run it
 //! answers against its record, so it skips stale entries. A purge removes a run's workflow and
 //! key entries, then its record, then its status entries (under every status); the sweep also
-//! removes the entries it meets that name no run or not the run's status. Writers of one run id are serialised (a striped lock held while
-//! the old record is read and the new one written). Single writes, not sled batches or
-//! transactions: those take a lock over the whole database, which cut the throughput of
-//! concurrent runs by half.
+//! removes the entries it meets that name no run or not the run's status. Writers of one run id
+//! are serialised (a striped lock held while the old record is read and the new one written).
+//! Single writes, not sled batches or transactions: those take a lock over the whole database,
+//! which cut the throughput of concurrent runs by half.
 //!
 //! Journals written before this layout (JSON records in `journal_runs`, steps in
 //! `journal_steps`, indexes in `journal_runs_by_*`) are converted when opened: each run with its
 //! steps is written in the new format with its index entries, then the old trees are dropped. A
 //! crash during the conversion leaves the old trees, and the next open converts again.
 //!
-//! Scans (lists, the sweep, the conversion) run on tokio's blocking pool; reads and writes of
-//! one record stay on the caller's task (one key, no scan: microseconds).
+//! Scans (lists, the sweep) run on tokio's blocking pool; reads and writes of one record stay on
+//! the caller's task (one key, no scan: microseconds). The conversion runs when the journal is
+//! opened, before the engine starts its consumers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
