@@ -20,6 +20,7 @@
 
 pub mod dlq;
 pub mod poison;
+mod pull;
 pub mod retry;
 mod runner;
 pub mod service;

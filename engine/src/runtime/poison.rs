@@ -42,7 +42,6 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -73,10 +72,6 @@ const ADVISORY_RETRY: Duration = Duration::from_secs(5);
 const ADVISORY_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Advisories fetched per pull.
 const ADVISORY_BATCH: usize = 16;
-/// Bounds of the pause before re-subscribing after the advisory stream failed.
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
-
 /// The original header block of an unreadable message, base64, in its dead letter.
 pub const H_RAW_HEADERS: &str = "Muster-Raw-Headers";
 /// How many times an event was re-queued after running out of deliveries.
@@ -179,46 +174,15 @@ pub(crate) async fn watch(
     workflows: HashSet<String>,
     shutdown: CancellationToken,
 ) {
-    let mut pause = RESUBSCRIBE_MIN;
-    'subscribe: while !shutdown.is_cancelled() {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(ADVISORY_BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages();
-        let mut messages = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            result = messages => match result {
-                Ok(messages) => messages,
-                Err(e) => {
-                    warn!(error = %e, "cannot pull max-deliveries advisories; retrying");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
-                    pause = (pause * 2).min(RESUBSCRIBE_MAX);
-                    continue;
-                }
-            },
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break 'subscribe,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    pause = RESUBSCRIBE_MIN;
-                    handle(&js, &names, &workflows, message).await;
-                }
-                Some(Err(e)) => {
-                    warn!(error = %e, "advisory stream error; re-subscribing");
-                    break;
-                }
-                None => break,
-            }
-        }
-        tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
-        pause = (pause * 2).min(RESUBSCRIBE_MAX);
-    }
+    let (js, names, workflows) = (&js, &names, &workflows);
+    super::pull::pull(
+        &consumer,
+        ADVISORY_BATCH,
+        "max-deliveries advisories",
+        &shutdown,
+        |message| handle(js, names, workflows, message),
+    )
+    .await;
     debug!("stopped watching max-deliveries advisories");
 }
 

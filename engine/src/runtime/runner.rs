@@ -19,7 +19,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use chrono::Utc;
 use cloudevents::{AttributesReader, Event};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,9 +39,6 @@ use crate::metrics::{self, InfraLabels};
 
 /// Messages requested per pull.
 const MAX_BATCH: usize = 256;
-/// Bounds of the pause before re-subscribing after the message stream failed.
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// Delay before a message that met an infrastructure error (journal, DLQ publish) comes back.
 const INFRA_RETRY: Duration = Duration::from_secs(2);
 /// Infrastructure retries of one message (counted by this engine) before it is escalated:
@@ -208,54 +205,15 @@ impl Runner {
         tracker: TaskTracker,
     ) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
-        let mut pause = RESUBSCRIBE_MIN;
         let name = self.workflow.name();
-        'subscribe: while !shutdown.is_cancelled() {
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.concurrency.min(MAX_BATCH))
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages();
-            let mut messages = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                result = messages => match result {
-                    Ok(messages) => messages,
-                    Err(e) => {
-                        warn!(workflow = name, error = %e, "cannot pull messages; retrying");
-                        tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
-                        pause = (pause * 2).min(RESUBSCRIBE_MAX);
-                        continue;
-                    }
-                },
-            };
-            loop {
-                let permit = tokio::select! {
-                    _ = shutdown.cancelled() => break 'subscribe,
-                    permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                };
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break 'subscribe,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        pause = RESUBSCRIBE_MIN;
-                        let runner = self.clone();
-                        let shutdown = shutdown.clone();
-                        tracker
-                            .spawn(async move { runner.handle(message, permit, shutdown).await });
-                    }
-                    Some(Err(e)) => {
-                        warn!(workflow = name, error = %e, "message stream error; re-subscribing");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
-            pause = (pause * 2).min(RESUBSCRIBE_MAX);
-        }
+        let batch = self.concurrency.min(MAX_BATCH);
+        let (runner, permits, tracker, stop) = (&self, &permits, &tracker, &shutdown);
+        super::pull::pull(&consumer, batch, name, &shutdown, |message| async move {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let (runner, stop) = (runner.clone(), stop.clone());
+            tracker.spawn(async move { runner.handle(message, permit, stop).await });
+        })
+        .await;
         debug!(workflow = name, "stopped pulling");
     }
 
