@@ -14,7 +14,7 @@ use bytes::Bytes;
 use e2e::harness::{WAIT, World, event, wait_for};
 use engine::config::{Config, NatsConfig, RuntimeConfig};
 use engine::journal::{RunRecord, RunStatus};
-use engine::metrics::{InfraLabels, infra_retries};
+use engine::metrics::{InfraLabels, infra_escalations, infra_retries};
 use engine::runtime::dlq::{DlqEntry, DlqMessage};
 use engine::runtime::{Engine, run_id};
 use serde_json::json;
@@ -338,6 +338,54 @@ async fn infrastructure_naks_do_not_use_up_attempts() -> anyhow::Result<()> {
     assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
     assert_eq!(run.attempts, 2);
     assert_eq!(run.output, Some(json!({ "attempt": 2, "calls": 2 })));
+    shutdown.cancel();
+    running.await??;
+    Ok(())
+}
+
+/// A journal that keeps failing: the message is retried four times, two seconds apart, then
+/// dead-lettered with kind `infrastructure` and terminated (not Nak'd for ever); once the journal
+/// is healthy, a replay of the letter runs the event.
+#[tokio::test]
+async fn a_journal_that_keeps_failing_is_escalated_to_the_dlq() -> anyhow::Result<()> {
+    let mut world = World::start().await?;
+    let config = in_process_config(&world, 2);
+    let calls = Arc::new(AtomicU32::new(0));
+    let failing = Failing { succeed_at: 1, calls: calls.clone() };
+    let db = engine::runtime::open_db(&config)?;
+    let engine = Engine::start_with_db(config, vec![Arc::new(failing)], db.clone()).await?;
+    let journal = engine.journal();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.run(shutdown.clone()));
+
+    // (The journal's layout: tree `journal`, a run under `r` and its id.)
+    let event = event("test.failing", "i-2", "k", json!(null));
+    let id = run_id("failing", &event);
+    let record_key = [b"r", id.as_bytes()].concat();
+    db.open_tree("journal")?.insert(record_key.as_slice(), b"not a run record".as_slice())?;
+    let published = world.publish(&event).await?;
+
+    let letters = dead_letters(&world, 1).await?;
+    let letter = &letters[0];
+    assert_eq!(letter.kind, "infrastructure", "{letter:?}");
+    assert!(letter.reason.contains("reading the journal failed 4 times"), "{letter:?}");
+    assert_eq!(letter.original_sequence, Some(published.sequence));
+    assert_eq!(letter.workflow, "failing");
+    consumer_drained(&mut world, "failing").await?;
+    let labels = InfraLabels { workflow: "failing".into(), what: "journal".into() };
+    assert_eq!(infra_retries().get_or_create(&labels).get(), 4);
+    assert_eq!(infra_escalations().get_or_create(&labels).get(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the workflow never ran");
+
+    // The journal is repaired; the replayed letter runs.
+    db.open_tree("journal")?.remove(record_key)?;
+    world.cli(&["dlq", "replay", &letter.seq.to_string()]).await?;
+    let run: RunRecord = wait_for("the replayed run to succeed", WAIT, || async {
+        journal.run(&id).await.ok().flatten().filter(|run| run.status == RunStatus::Succeeded)
+    })
+    .await?;
+    assert_eq!(run.attempts, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     shutdown.cancel();
     running.await??;
     Ok(())
