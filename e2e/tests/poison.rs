@@ -302,45 +302,72 @@ async fn a_key_that_panics_or_breaks_lines_is_dead_lettered() -> anyhow::Result<
     Ok(())
 }
 
+/// An in-process engine running `failing` (succeeding at call `succeed_at`), with an unreadable
+/// journal record in place of the run of `event`'s: every delivery of it meets a journal failure.
+struct BrokenJournal {
+    db: sled::Db,
+    journal: Arc<dyn engine::journal::Journal>,
+    calls: Arc<AtomicU32>,
+    /// The broken record's key (the journal's layout: tree `journal`, a run under `r` + its id).
+    record_key: Vec<u8>,
+    id: String,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), engine::runtime::EngineError>>,
+}
+
+impl BrokenJournal {
+    async fn start(world: &World, succeed_at: u32, event: &Event) -> anyhow::Result<Self> {
+        let config = in_process_config(world, 2);
+        let calls = Arc::new(AtomicU32::new(0));
+        let failing = Failing { succeed_at, calls: calls.clone() };
+        let db = engine::runtime::open_db(&config)?;
+        let engine = Engine::start_with_db(config, vec![Arc::new(failing)], db.clone()).await?;
+        let journal = engine.journal();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(engine.run(shutdown.clone()));
+        let id = run_id("failing", event);
+        let record_key = [b"r", id.as_bytes()].concat();
+        db.open_tree("journal")?.insert(record_key.as_slice(), b"not a run record".as_slice())?;
+        Ok(Self { db, journal, calls, record_key, id, shutdown, running })
+    }
+
+    fn repair(&self) -> anyhow::Result<()> {
+        self.db.open_tree("journal")?.remove(&self.record_key)?;
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.running.await??;
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn infrastructure_naks_do_not_use_up_attempts() -> anyhow::Result<()> {
     let mut world = World::start().await?;
-    let config = in_process_config(&world, 2);
-    let calls = Arc::new(AtomicU32::new(0));
-    let failing = Failing { succeed_at: 2, calls: calls.clone() };
-    let db = engine::runtime::open_db(&config)?;
-    let engine = Engine::start_with_db(config, vec![Arc::new(failing)], db.clone()).await?;
-    let journal = engine.journal();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(engine.run(shutdown.clone()));
-
-    // A run record the journal cannot read: every delivery meets a journal failure and is
-    // Nak'd without running.
+    // Every delivery meets a journal failure and is Nak'd without running.
     let event = event("test.failing", "i-1", "k", json!(null));
-    let id = run_id("failing", &event);
-    // (The journal's layout: tree `journal`, a run under `r` and its id.)
-    let record_key = [b"r", id.as_bytes()].concat();
-    db.open_tree("journal")?.insert(record_key.as_slice(), b"not a run record".as_slice())?;
+    let broken = BrokenJournal::start(&world, 2, &event).await?;
     world.publish(&event).await?;
     let labels = InfraLabels { workflow: "failing".into(), what: "journal".into() };
     wait_for("three infrastructure Naks", WAIT, || async {
         (infra_retries().get_or_create(&labels).get() >= 3).then_some(())
     })
     .await?;
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing ran yet");
-    db.open_tree("journal")?.remove(record_key)?;
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 0, "nothing ran yet");
+    broken.repair()?;
 
     // Delivered four times or more, but only two attempts ran: the first failure is retried.
     let run: RunRecord = wait_for("the run to finish", WAIT, || async {
-        journal.run(&id).await.ok().flatten().filter(|run| run.status.is_finished())
+        let run = broken.journal.run(&broken.id).await.ok().flatten();
+        run.filter(|run| run.status.is_finished())
     })
     .await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
     assert_eq!(run.attempts, 2);
     assert_eq!(run.output, Some(json!({ "attempt": 2, "calls": 2 })));
-    shutdown.cancel();
-    running.await??;
-    Ok(())
+    broken.stop().await
 }
 
 /// A journal that keeps failing: the message is retried four times, two seconds apart, then
@@ -349,20 +376,8 @@ async fn infrastructure_naks_do_not_use_up_attempts() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_journal_that_keeps_failing_is_escalated_to_the_dlq() -> anyhow::Result<()> {
     let mut world = World::start().await?;
-    let config = in_process_config(&world, 2);
-    let calls = Arc::new(AtomicU32::new(0));
-    let failing = Failing { succeed_at: 1, calls: calls.clone() };
-    let db = engine::runtime::open_db(&config)?;
-    let engine = Engine::start_with_db(config, vec![Arc::new(failing)], db.clone()).await?;
-    let journal = engine.journal();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(engine.run(shutdown.clone()));
-
-    // (The journal's layout: tree `journal`, a run under `r` and its id.)
     let event = event("test.failing", "i-2", "k", json!(null));
-    let id = run_id("failing", &event);
-    let record_key = [b"r", id.as_bytes()].concat();
-    db.open_tree("journal")?.insert(record_key.as_slice(), b"not a run record".as_slice())?;
+    let broken = BrokenJournal::start(&world, 1, &event).await?;
     let published = world.publish(&event).await?;
 
     let letters = dead_letters(&world, 1).await?;
@@ -375,18 +390,17 @@ async fn a_journal_that_keeps_failing_is_escalated_to_the_dlq() -> anyhow::Resul
     let labels = InfraLabels { workflow: "failing".into(), what: "journal".into() };
     assert_eq!(infra_retries().get_or_create(&labels).get(), 4);
     assert_eq!(infra_escalations().get_or_create(&labels).get(), 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "the workflow never ran");
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 0, "the workflow never ran");
 
     // The journal is repaired; the replayed letter runs.
-    db.open_tree("journal")?.remove(record_key)?;
+    broken.repair()?;
     world.cli(&["dlq", "replay", &letter.seq.to_string()]).await?;
     let run: RunRecord = wait_for("the replayed run to succeed", WAIT, || async {
-        journal.run(&id).await.ok().flatten().filter(|run| run.status == RunStatus::Succeeded)
+        let run = broken.journal.run(&broken.id).await.ok().flatten();
+        run.filter(|run| run.status == RunStatus::Succeeded)
     })
     .await?;
     assert_eq!(run.attempts, 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    shutdown.cancel();
-    running.await??;
-    Ok(())
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 1);
+    broken.stop().await
 }
