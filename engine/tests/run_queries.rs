@@ -29,39 +29,18 @@ const RUNS: usize = 600;
 fn large_run(i: usize) -> RunRecord {
     let created =
         Utc::now() - chrono::Duration::minutes(10) + chrono::Duration::milliseconds(i as i64);
+    let trigger = TriggerRecord {
+        event: json!({}),
+        nats_subject: "muster.events.test.big".into(),
+        stream_sequence: i as u64,
+    };
     RunRecord {
-        id: format!("big-{i:04}"),
-        workflow: "big".into(),
-        key: "team-a".into(),
         status: RunStatus::Succeeded,
         attempts: 1,
-        throttled: 0,
-        redrives: 0,
-        trigger: TriggerRecord {
-            event: json!({}),
-            nats_subject: "muster.events.test.big".into(),
-            stream_sequence: i as u64,
-        },
-        created_at: created,
-        updated_at: created,
         finished_at: Some(created),
         output: Some(json!({ "blob": "x".repeat(4096) })),
-        error: None,
-        dlq_sequence: None,
-        history: vec![],
+        ..RunRecord::new(format!("big-{i:04}"), "big", "team-a", trigger, created)
     }
-}
-
-/// Runs the `engine` binary against the test's server and data dir.
-async fn cli(config: &Config, args: &[&str]) -> std::process::Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(args)
-        .env("MUSTER_NATS_URL", config.nats.url.as_deref().unwrap())
-        .env("MUSTER_DATA_DIR", &config.data_dir)
-        .env_remove("MUSTER_CONFIG")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), run).await.expect("the CLI answers").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +76,7 @@ async fn scenario() {
         }
         other => panic!("a limit of 1500 is refused with 400, got {other:?}"),
     }
-    let out = cli(&config, &["runs", "list", "--limit", "1500"]).await;
+    let out = common::cli(&config, &["runs", "list", "--limit", "1500"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1500 is not between 1 and 500"), "{stderr}");
@@ -125,7 +104,7 @@ async fn scenario() {
     assert!(pages > 2, "500 runs of 4 KiB do not fit one reply: {pages} pages");
 
     // The CLI gathers the cut pages into the page size asked for.
-    let out = cli(&config, &["runs", "list", "--limit", "500", "--json"]).await;
+    let out = common::cli(&config, &["runs", "list", "--limit", "500", "--json"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed: Vec<RunRecord> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), newest_first[..500]);

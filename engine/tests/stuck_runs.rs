@@ -49,25 +49,13 @@ fn echo_event(id: &str) -> Event {
 /// A run as the engine leaves it when it dies mid-attempt: running, its attempt open.
 fn running(event: &Event, subject: &str, sequence: u64) -> RunRecord {
     let now = Utc::now();
+    let trigger = TriggerRecord {
+        event: serde_json::to_value(event).unwrap(),
+        nats_subject: subject.into(),
+        stream_sequence: sequence,
+    };
     RunRecord {
-        id: run_id("echo", event),
-        workflow: "echo".into(),
-        key: "team-a".into(),
-        status: RunStatus::Running,
         attempts: 1,
-        throttled: 0,
-        redrives: 0,
-        trigger: TriggerRecord {
-            event: serde_json::to_value(event).unwrap(),
-            nats_subject: subject.into(),
-            stream_sequence: sequence,
-        },
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-        output: None,
-        error: None,
-        dlq_sequence: None,
         history: vec![AttemptRecord {
             attempt: 1,
             started_at: now,
@@ -76,19 +64,8 @@ fn running(event: &Event, subject: &str, sequence: u64) -> RunRecord {
             error: None,
             retry_delay_ms: None,
         }],
+        ..RunRecord::new(run_id("echo", event), "echo", "team-a", trigger, now)
     }
-}
-
-/// Runs the `engine` binary against the test's server and data dir.
-async fn cli(config: &Config, args: &[&str]) -> std::process::Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(args)
-        .env("MUSTER_NATS_URL", config.nats.url.as_deref().unwrap())
-        .env("MUSTER_DATA_DIR", &config.data_dir)
-        .env_remove("MUSTER_CONFIG")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), run).await.expect("the CLI answers").unwrap()
 }
 
 async fn finished(journal: &dyn Journal, id: &str, redrives: u32) -> RunRecord {
@@ -151,16 +128,16 @@ async fn scenario() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.run(shutdown.clone()));
 
-    let out = cli(&config, &["runs", "list", "--status", "stuck", "--json"]).await;
+    let out = common::cli(&config, &["runs", "list", "--status", "stuck", "--json"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed: Vec<RunRecord> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [stuck.id.as_str()]);
 
-    let out = cli(&config, &["runs", "fail", &alive.id, "--reason", "tidy up"]).await;
+    let out = common::cli(&config, &["runs", "fail", &alive.id, "--reason", "tidy up"]).await;
     assert!(!out.status.success(), "a run whose message is still there is not failed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not stuck"));
     let fail = ["runs", "fail", &stuck.id, "--reason", "message aged out", "--by", "alice"];
-    let out = cli(&config, &[&fail[..], &["--json"]].concat()).await;
+    let out = common::cli(&config, &[&fail[..], &["--json"]].concat()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let failed = journal.run(&stuck.id).await.unwrap().unwrap();
@@ -171,7 +148,7 @@ async fn scenario() {
     assert!(failed.finished_at.is_some());
     assert_eq!(failed.history[0].outcome, Some(RunStatus::Failed), "the open attempt is closed");
     let seq = failed.dlq_sequence.expect("the run's event is in the DLQ");
-    let out = cli(&config, &["runs", "list", "--status", "stuck", "--json"]).await;
+    let out = common::cli(&config, &["runs", "list", "--status", "stuck", "--json"]).await;
     assert_eq!(serde_json::from_slice::<Vec<RunRecord>>(&out.stdout).unwrap(), []);
 
     // Re-driven like any failed run: from its dead letter, running its steps.

@@ -641,25 +641,14 @@ mod tests {
         assert_eq!(properties::<ClusterStatusDoc>(), keys(&status));
 
         use crate::journal::*;
+        let trigger = TriggerRecord {
+            event: serde_json::json!({}),
+            nats_subject: "s".into(),
+            stream_sequence: 1,
+        };
         let run = RunRecord {
-            id: "r".into(),
-            workflow: "w".into(),
-            key: "k".into(),
             status: RunStatus::Failed,
             attempts: 1,
-            throttled: 0,
-            redrives: 0,
-            trigger: TriggerRecord {
-                event: serde_json::json!({}),
-                nats_subject: "s".into(),
-                stream_sequence: 1,
-            },
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            output: None,
-            error: None,
-            dlq_sequence: None,
             history: vec![AttemptRecord {
                 attempt: 1,
                 started_at: now,
@@ -668,6 +657,7 @@ mod tests {
                 error: None,
                 retry_delay_ms: None,
             }],
+            ..RunRecord::new("r", "w", "k", trigger, now)
         };
         assert_eq!(properties::<RunDoc>(), keys(&run));
         assert_eq!(properties::<TriggerDoc>(), keys(&run.trigger));

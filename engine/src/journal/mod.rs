@@ -260,6 +260,34 @@ pub(crate) fn cursor_position(cursor: &str) -> Result<Vec<u8>, JournalError> {
 }
 
 impl RunRecord {
+    /// A run about to make its first attempt: running, created and updated `at`, no attempt
+    /// counted or recorded yet.
+    pub fn new(
+        id: impl Into<String>,
+        workflow: impl Into<String>,
+        key: impl Into<String>,
+        trigger: TriggerRecord,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            workflow: workflow.into(),
+            key: key.into(),
+            status: RunStatus::Running,
+            attempts: 0,
+            throttled: 0,
+            redrives: 0,
+            trigger,
+            created_at: at,
+            updated_at: at,
+            finished_at: None,
+            output: None,
+            error: None,
+            dlq_sequence: None,
+            history: Vec::new(),
+        }
+    }
+
     /// Whether the run is unfinished while its trigger message is below the events stream's
     /// first sequence `first_sequence`: no delivery will ever drive it again.
     pub fn is_stuck(&self, first_sequence: u64) -> bool {

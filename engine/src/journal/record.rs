@@ -223,10 +223,12 @@ pub(crate) fn decode(key: &[u8], record: &[u8], steps: bool) -> Result<Journaled
             })
             .collect(),
     };
+    if !steps {
+        return Ok(JournaledRun { run, steps: Vec::new() });
+    }
     let steps = stored
         .steps
         .into_iter()
-        .filter(|_| steps)
         .map(|s| {
             Ok(StepRecord {
                 run_id: run.id.clone(),

@@ -583,26 +583,16 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     fn run(id: &str, workflow: &str, created: DateTime<Utc>, status: RunStatus) -> RunRecord {
+        let trigger = TriggerRecord {
+            event: serde_json::json!({}),
+            nats_subject: "s".into(),
+            stream_sequence: 1,
+        };
         RunRecord {
-            id: id.into(),
-            workflow: workflow.into(),
-            key: format!("k-{id}"),
             status,
             attempts: 1,
-            throttled: 0,
-            redrives: 0,
-            trigger: TriggerRecord {
-                event: serde_json::json!({}),
-                nats_subject: "s".into(),
-                stream_sequence: 1,
-            },
-            created_at: created,
-            updated_at: created,
             finished_at: status.is_finished().then_some(created),
-            output: None,
-            error: None,
-            dlq_sequence: None,
-            history: vec![],
+            ..RunRecord::new(id, workflow, format!("k-{id}"), trigger, created)
         }
     }
 

@@ -400,23 +400,7 @@ impl Runner {
                 journaled
             }
             None => JournaledRun {
-                run: RunRecord {
-                    id: run_id.clone(),
-                    workflow: self.workflow.name().to_owned(),
-                    key,
-                    status: RunStatus::Running,
-                    attempts: 0,
-                    throttled: 0,
-                    redrives: 0,
-                    trigger,
-                    created_at: now,
-                    updated_at: now,
-                    finished_at: None,
-                    output: None,
-                    error: None,
-                    dlq_sequence: None,
-                    history: Vec::new(),
-                },
+                run: RunRecord::new(run_id.clone(), self.workflow.name(), key, trigger, now),
                 steps: Vec::new(),
             },
         };
@@ -848,26 +832,16 @@ mod tests {
             error: Some(ErrorRecord { kind: kind.into(), message: String::new() }),
             retry_delay_ms: Some(1000),
         };
+        let trigger = TriggerRecord {
+            event: serde_json::json!({}),
+            nats_subject: "s".into(),
+            stream_sequence: 1,
+        };
         let mut run = RunRecord {
-            id: "r".into(),
-            workflow: "w".into(),
-            key: "k".into(),
             status: RunStatus::Retrying,
             attempts: 2,
-            throttled: 0,
-            redrives: 0,
-            trigger: TriggerRecord {
-                event: serde_json::json!({}),
-                nats_subject: "s".into(),
-                stream_sequence: 1,
-            },
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            output: None,
-            error: None,
-            dlq_sequence: None,
             history: vec![entry(1, "retryable"), entry(2, THROTTLED_KIND)],
+            ..RunRecord::new("r", "w", "k", trigger, now)
         };
         not_an_attempt(&mut run);
         assert_eq!((run.attempts, run.throttled, run.history.len()), (1, 1, 2));

@@ -269,26 +269,17 @@ mod tests {
 
     fn run(i: usize) -> RunRecord {
         let created = chrono::Utc::now() + chrono::Duration::milliseconds(i as i64);
+        let trigger = TriggerRecord {
+            event: serde_json::json!({}),
+            nats_subject: "s".into(),
+            stream_sequence: 1,
+        };
         RunRecord {
-            id: format!("run-{i}"),
-            workflow: "ping".into(),
-            key: "k".into(),
             status: RunStatus::Succeeded,
             attempts: 1,
-            throttled: 0,
-            redrives: 0,
-            trigger: TriggerRecord {
-                event: serde_json::json!({}),
-                nats_subject: "s".into(),
-                stream_sequence: 1,
-            },
-            created_at: created,
-            updated_at: created,
             finished_at: Some(created),
             output: Some(serde_json::json!("x".repeat(1000))),
-            error: None,
-            dlq_sequence: None,
-            history: vec![],
+            ..RunRecord::new(format!("run-{i}"), "ping", "k", trigger, created)
         }
     }
 

@@ -2,6 +2,8 @@
 //! `NATS_SERVER_BIN`; `scripts/test` bootstraps one) in a temp dir, and a configuration that
 //! points at it with its data dir beside.
 
+use std::time::Duration;
+
 use engine::config::{Config, NatsConfig};
 use engine::natsd::{self, Natsd, NatsdConfig};
 use tempfile::TempDir;
@@ -26,4 +28,18 @@ pub async fn server() -> Server {
         ..Config::default()
     };
     Server { natsd, config, _dir: dir }
+}
+
+/// Runs the `engine` binary with `config`'s NATS URL and data dir (and no configuration file);
+/// at most 60 s.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub async fn cli(config: &Config, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .env("MUSTER_NATS_URL", config.nats.url.as_deref().unwrap())
+        .env("MUSTER_DATA_DIR", &config.data_dir)
+        .env_remove("MUSTER_CONFIG")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run).await.expect("the CLI answers").unwrap()
 }

@@ -134,24 +134,18 @@ fn generated_run(i: usize, start: chrono::DateTime<Utc>) -> RunRecord {
     let key = format!("team-{}", i % KEYS);
     let status = status(i);
     let finished = status.is_finished().then_some(created + chrono::Duration::milliseconds(3));
+    let trigger = TriggerRecord {
+        event: serde_json::json!({
+            "specversion": "1.0", "id": format!("ev-{i}"), "source": "/bench",
+            "type": format!("muster.{workflow}"), "subject": key,
+            "time": created.to_rfc3339(), "data": { "n": i },
+        }),
+        nats_subject: format!("muster.events.muster.{workflow}.{key}"),
+        stream_sequence: i as u64 + 1,
+    };
     RunRecord {
-        id: format!("{workflow}-{i:016x}"),
-        workflow: workflow.into(),
-        key: key.clone(),
         status,
         attempts: 1,
-        throttled: 0,
-        redrives: 0,
-        trigger: TriggerRecord {
-            event: serde_json::json!({
-                "specversion": "1.0", "id": format!("ev-{i}"), "source": "/bench",
-                "type": format!("muster.{workflow}"), "subject": key,
-                "time": created.to_rfc3339(), "data": { "n": i },
-            }),
-            nats_subject: format!("muster.events.muster.{workflow}.{key}"),
-            stream_sequence: i as u64 + 1,
-        },
-        created_at: created,
         updated_at: finished.unwrap_or(created),
         finished_at: finished,
         output: finished.map(|_| serde_json::json!({ "pong": i })),
@@ -159,7 +153,6 @@ fn generated_run(i: usize, start: chrono::DateTime<Utc>) -> RunRecord {
             kind: "permanent".into(),
             message: "bench failure".into(),
         }),
-        dlq_sequence: None,
         history: vec![AttemptRecord {
             attempt: 1,
             started_at: created,
@@ -168,6 +161,7 @@ fn generated_run(i: usize, start: chrono::DateTime<Utc>) -> RunRecord {
             error: None,
             retry_delay_ms: None,
         }],
+        ..RunRecord::new(format!("{workflow}-{i:016x}"), workflow, key, trigger, created)
     }
 }
 
